@@ -52,7 +52,7 @@ ROLES = ("user", "assistant")
 # One expression per block and explicit '\n' literals, so jinja's whitespace rules cannot add or drop newlines.
 CHAT_TEMPLATE = (
     "{%- if messages | length == 0 -%}"
-    "{{ raise_exception('messages is empty; pass at least one {\"role\": \"user\", \"content\": ...} message') }}"
+    '{{ raise_exception(\'messages is empty; pass at least one {"role": "user", "content": ...} message\') }}'
     "{%- endif -%}"
     "{%- for message in messages -%}"
     "{%- if message['content'] is not string -%}"
@@ -64,7 +64,7 @@ CHAT_TEMPLATE = (
     "{%- elif message['role'] == 'assistant' -%}"
     "{{ '<|assistant|>' + message['content'] + '<|endoftext|>' }}"
     "{%- else -%}"
-    "{{ raise_exception('message role must be \"user\" or \"assistant\"') }}"
+    '{{ raise_exception(\'message role must be "user" or "assistant"\') }}'
     "{%- endif -%}"
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}"
@@ -93,7 +93,9 @@ def _check_messages(messages: Sequence[dict], add_generation_prompt: bool) -> No
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
             raise TypeError(f"messages[{i}] must be a dict with keys 'role' and 'content', got {message!r}")
         if message["role"] not in ROLES:
-            raise ValueError(f"messages[{i}] has role {message['role']!r}; the role must be 'user' or 'assistant'")
+            raise ValueError(
+                f"messages[{i}] has role {message['role']!r}; the role must be 'user' or 'assistant'"
+            )
         if not isinstance(message["content"], str):
             raise TypeError(
                 f"messages[{i}]['content'] must be a str, got {type(message['content']).__name__}"
@@ -153,7 +155,9 @@ def _collect_texts(texts: Iterable[str]) -> list[str]:
             raise TypeError(f"texts[{i}] is a {type(text).__name__}; every training text must be a str")
         collected.append(text)
     if not any(collected):
-        raise ValueError("train_tokenizer got no text (empty input); pass the corpus, e.g. [d.text for d in docs]")
+        raise ValueError(
+            "train_tokenizer got no text (empty input); pass the corpus, e.g. [d.text for d in docs]"
+        )
     return collected
 
 
@@ -252,8 +256,13 @@ def tokenizer_fingerprint(tok: PreTrainedTokenizerFast) -> str:
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
     specials = sorted((t["id"], t["content"], bool(t["special"])) for t in state.get("added_tokens", []))
     payload = json.dumps(
-        {"type": model.get("type"), "vocab": sorted(model["vocab"].items(), key=lambda kv: kv[1]),
-         "merges": merges, "specials": specials},
-        ensure_ascii=False, separators=(",", ":"),
+        {
+            "type": model.get("type"),
+            "vocab": sorted(model["vocab"].items(), key=lambda kv: kv[1]),
+            "merges": merges,
+            "specials": specials,
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
     )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]

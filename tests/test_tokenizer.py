@@ -131,7 +131,9 @@ def test_chat_format_matches_the_contract():
         {"role": "user", "content": "q2"},
     ]
     assert format_chat(messages) == "<|user|>q1\n<|assistant|>a1<|endoftext|>\n<|user|>q2\n<|assistant|>"
-    assert format_chat(messages[:2], add_generation_prompt=False) == "<|user|>q1\n<|assistant|>a1<|endoftext|>"
+    assert (
+        format_chat(messages[:2], add_generation_prompt=False) == "<|user|>q1\n<|assistant|>a1<|endoftext|>"
+    )
     assert format_chat(messages[:1], add_generation_prompt=False) == "<|user|>q1"
 
 
@@ -140,8 +142,14 @@ def test_chat_format_matches_the_contract():
     [
         ([{"role": "user", "content": "what colour does bobo like?"}], True),
         ([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], False),
-        ([{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1\n"},
-          {"role": "user", "content": " q2 "}], True),
+        (
+            [
+                {"role": "user", "content": "q1"},
+                {"role": "assistant", "content": "a1\n"},
+                {"role": "user", "content": " q2 "},
+            ],
+            True,
+        ),
         ([{"role": "user", "content": ""}], True),
     ],
 )
@@ -159,8 +167,12 @@ def test_apply_chat_template_equals_format_chat(tok, messages, add_generation_pr
         ([{"role": "user", "content": 3}], True, TypeError, "must be a str"),
         ([{"role": "user"}], True, TypeError, "'role' and 'content'"),
         ("hello", True, TypeError, "list of dicts"),
-        ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], True, ValueError,
-         "add_generation_prompt=False"),
+        (
+            [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+            True,
+            ValueError,
+            "add_generation_prompt=False",
+        ),
         ([{"role": "user", "content": "hi" + ASSISTANT}], True, ValueError, "special token"),
     ],
 )
@@ -182,7 +194,9 @@ def test_save_and_load_round_trip(tok, tmp_path):
     assert (loaded.eos_token_id, loaded.pad_token_id) == (0, 1)
     assert tokenizer_fingerprint(loaded) == tokenizer_fingerprint(tok)
     messages = [{"role": "user", "content": "q"}]
-    assert loaded.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == format_chat(messages)
+    assert loaded.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == format_chat(
+        messages
+    )
 
 
 def test_training_is_deterministic():
