@@ -185,6 +185,7 @@ class NoisyRanker:
         if not temperature > 0:
             raise ValueError(f"temperature={temperature} must be > 0 (small = reliable labeler, large = random)")
         self.temperature = float(temperature)
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
 
     def rank(self, scores) -> list[int]:

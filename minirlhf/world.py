@@ -105,9 +105,9 @@ RESERVED_WORDS = frozenset(re.findall(r"[a-z]+", _TEMPLATE_TEXT))
 class WorldConfig:
     seed: int = 0                    # everything below is a deterministic function of this seed
     n_entities: int = 30             # creatures with a name, a favourite colour, a food and a home
-    n_documents: int = 14_000        # pre-training documents (about 0.55M words, 2.6 MB of text)
+    n_documents: int = 14_000        # pre-training documents (~0.53M words, ~0.6M BPE tokens, 2.5 MB of text)
     doc_mix: dict = field(default_factory=lambda: {  # share of each document kind in the corpus
-        "facts": 0.30, "story": 0.15, "forum": 0.35, "pattern": 0.20})
+        "facts": 0.35, "story": 0.15, "forum": 0.35, "pattern": 0.15})  # patterns are long: ~30% of tokens
     answer_mix: dict = field(default_factory=lambda: {  # how forum answers go wrong (the model is NOT aligned)
         "correct": 0.35, "wrong": 0.15, "rude": 0.15, "rambling": 0.15, "off_topic": 0.10, "endless": 0.10})
     two_turn_prob: float = 0.25      # forum threads with a second question

@@ -94,14 +94,14 @@ def test_corpus_has_every_kind_and_entropy_floor(world):
 
 
 def test_fact_document_nats_counted_by_hand():
-    # a fact document: kind (-log 0.3) + number of sentences (log 6) + per sentence entity, attribute, phrasing
+    # a fact document: kind (-log p_facts) + number of sentences (log 6) + per sentence entity, attribute, phrasing
     w = small()
     for d in w.corpus(100):
         if not d.text.startswith(("<|user|>", PATTERN_HEADER)) and " met " not in d.text and "." in d.text:
             n = d.text.count(" .")
             if any(s in d.text for s in ("once upon", "one morning", "story about", "came to visit", "went to see")):
                 continue
-            expected = -math.log(0.3) + math.log(6) + n * math.log(30 * 3 * 3)
+            expected = -math.log(w.config.doc_mix["facts"]) + math.log(6) + n * math.log(30 * 3 * 3)
             assert d.nats == pytest.approx(expected)
             return
     pytest.fail("no fact document found")
