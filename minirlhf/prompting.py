@@ -5,7 +5,8 @@ phrased as text to continue ("zero-shot"). GPT-3 (Brown et al. 2020) showed that
 prompt, with no gradient step, raises accuracy ("in-context learning"), more so with more examples.
 
 Both are measured here the way GPT-3 scored multiple-choice tasks: for each candidate answer c, compute
-log P(c | prompt) under the model and pick the most likely one.
+log P(c | prompt) under the model and pick the most likely one. In the text the answer follows a space ("bobo -> red"), and byte-level BPE
+folds that space into the token (" red" is one token, "red" another), so candidates are scored as " " + answer.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def few_shot_accuracy(model: GPT, tokenizer, world, n_shots: int, n_episodes: in
     correct = 0
     for _ in range(n_episodes):
         prompt, answer, candidates = world.icl_episode(rng, n_shots)
-        correct += candidates[choose(model, tokenizer, prompt, candidates)] == answer
+        correct += candidates[choose(model, tokenizer, prompt, [" " + c for c in candidates])] == answer
     return correct / n_episodes
 
 
@@ -82,5 +83,5 @@ def zero_shot_accuracy(model: GPT, tokenizer, world, kind: str = "home", n_episo
     correct = 0
     for _ in range(n_episodes):
         prompt, answer, candidates = world.zero_shot_episode(rng, kind)
-        correct += candidates[choose(model, tokenizer, prompt, candidates)] == answer
+        correct += candidates[choose(model, tokenizer, prompt, [" " + c for c in candidates])] == answer
     return correct / n_episodes
