@@ -1,0 +1,337 @@
+"""The reward model: InstructGPT step 2 (Ouyang et al. 2022, §3.5 "Reward modeling (RM)").
+
+"Starting from the SFT model with the final unembedding layer removed, we trained a model to take in a
+prompt and response, and output a scalar reward." Labelers ranked K = 4..9 responses per prompt; every one
+of the C(K,2) pairs is a comparison, and the loss is
+
+    loss(θ) = −1/C(K,2) · E_{(x, y_w, y_l) ~ D} [ log σ( r_θ(x, y_w) − r_θ(x, y_l) ) ]
+
+"we train on all C(K,2) comparisons from each prompt as a single batch element": each prompt's K responses
+go through the model ONCE (K forward passes, not K(K−1) of them), and the pairs of one prompt are averaged
+together, so that a prompt with many pairs does not dominate and the model does not overfit to it (§3.5).
+"At the end of training, we normalize the reward model using a bias so that the labeler demonstrations
+achieve a mean score of 0 before doing RL": that is `normalize_reward`.
+
+Toy-scale lessons (shared/CALIBRATION.md): the head starts with std 1/√(d+1) and learns faster than the
+trunk (`head_lr_mult`); a zero head at the trunk's learning rate stayed at loss log 2 = 0.693.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from minirlhf.model import GPT, GPTConfig
+from minirlhf.tokenizer import encode_chat_prompt
+
+# ----------------------------------------------------------------------------------------------------------
+# The model
+
+
+class RewardModel(nn.Module):
+    """r_θ(x, y): a GPT trunk (the SFT model, unembedding unused) + a linear head read at the last real token."""
+
+    def __init__(self, config: GPTConfig, head_std: float | None = None):
+        super().__init__()
+        self.config = config
+        self.trunk = GPT(config)  # its lm_head is never called: "the final unembedding layer removed"
+        self.head = nn.Linear(config.n_embd, 1)  # hidden state (C,) -> scalar reward
+        # std 1/√(d+1): rewards start at O(1) and differ between responses, so the loss has a gradient to follow
+        self.head_std = float(head_std) if head_std is not None else 1.0 / math.sqrt(config.n_embd + 1)
+        nn.init.normal_(self.head.weight, mean=0.0, std=self.head_std)
+        nn.init.zeros_(self.head.bias)
+        # subtracted from every reward; set by normalize_reward so the demonstrations' mean reward is 0
+        self.register_buffer("reward_bias", torch.zeros(()))
+
+    @classmethod
+    def from_gpt(cls, gpt: GPT, head_std: float | None = None) -> RewardModel:
+        """A reward model whose trunk is a copy of `gpt` (InstructGPT starts the RM from the SFT model)."""
+        rm = cls(gpt.config, head_std=head_std)
+        rm.trunk.load_state_dict(gpt.state_dict())
+        return rm.to(next(gpt.parameters()).device)
+
+    def checkpoint_extra(self) -> dict:
+        """Constructor arguments besides the GPTConfig, stored so checkpoint.load can rebuild this model."""
+        return {"head_std": self.head_std}
+
+    def token_values(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The head at every position, minus reward_bias: (B, T). PPO's value model V(x, y_<t) reads this."""
+        h = self.trunk.hidden_states(idx, attention_mask=attention_mask)  # (B, T, C) after the final LayerNorm
+        return self.head(h).squeeze(-1) - self.reward_bias                  # (B, T)
+
+    def forward(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """r_θ(x, y) for each row: the head at the LAST REAL token (left or right padding alike). Returns (B,)."""
+        values = self.token_values(idx, attention_mask)                     # (B, T)
+        return values.gather(1, last_token_index(idx, attention_mask).unsqueeze(1)).squeeze(1)  # (B,)
+
+
+def last_token_index(idx: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Position of the rightmost real token (mask == 1) in each row: (B,) long. No mask: T − 1."""
+    B, T = idx.shape
+    if attention_mask is None:
+        return torch.full((B,), T - 1, dtype=torch.long, device=idx.device)
+    if attention_mask.shape != idx.shape:
+        raise ValueError(f"attention_mask is {tuple(attention_mask.shape)} but idx is {tuple(idx.shape)}; "
+                         "they must have the same (B, T) shape")
+    real = attention_mask.bool()
+    if not real.any(dim=1).all():
+        raise ValueError("a row of attention_mask is all zeros: every sequence needs at least one real token")
+    positions = torch.arange(T, device=idx.device).expand(B, T)            # (B, T)
+    return torch.where(real, positions, -1).max(dim=1).values              # (B,)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The loss: all C(K,2) pairs of a prompt are one batch element
+
+
+def pairwise_loss(rewards: torch.Tensor, rankings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """−1/C(K,2) · Σ_{pairs} log σ(r_w − r_l), averaged over prompts; plus the pairwise accuracy.
+
+    rewards: (N, K) r_θ(x, y_k) for each prompt's K responses.
+    rankings: (N, K) long, response indices BEST FIRST (rankings[n, 0] is the labeler's favourite).
+      Prompts with fewer responses (mixed K in one batch) pad their ranking with −1 at the END
+      (e.g. [2, 0, 1, -1] for K=3 in a batch of width 4); those slots of `rewards` are ignored.
+    Returns (loss, accuracy): loss a scalar with grad; accuracy (detached) = fraction of all pairs
+      with r_w > r_l.
+    """
+    if rewards.dim() != 2 or rankings.shape != rewards.shape:
+        raise ValueError(f"rewards must be (N, K) and rankings the same shape; got rewards "
+                         f"{tuple(rewards.shape)} and rankings {tuple(rankings.shape)}")
+    _check_rankings(rankings)
+    N, K = rewards.shape
+    better, worse = torch.triu_indices(K, K, offset=1, device=rewards.device)  # (P,) ranks i < j: i beats j
+    winners, losers = rankings[:, better], rankings[:, worse]                  # (N, P) response indices
+    valid = (winners >= 0) & (losers >= 0)                                     # (N, P) pair exists
+    r_w = rewards.gather(1, winners.clamp(min=0))                              # (N, P) r_θ(x, y_w)
+    r_l = rewards.gather(1, losers.clamp(min=0))                               # (N, P) r_θ(x, y_l)
+    log_p = F.logsigmoid(r_w - r_l)                                            # (N, P) log σ(r_w − r_l)
+    pairs_per_prompt = valid.sum(dim=1)                                        # (N,) C(K_n, 2)
+    per_prompt = (log_p * valid).sum(dim=1) / pairs_per_prompt                 # (N,) mean over its pairs
+    loss = -per_prompt.mean()
+    accuracy = ((r_w > r_l) & valid).sum().float() / valid.sum()
+    return loss, accuracy.detach()
+
+
+def _check_rankings(rankings: torch.Tensor) -> None:
+    """Each row: a permutation of range(K_n), K_n >= 2, then −1 padding."""
+    if rankings.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"rankings must be an integer (long) tensor of response indices, got {rankings.dtype}")
+    K = rankings.shape[1]
+    real = rankings >= 0                                                       # (N, K)
+    counts = real.sum(dim=1, keepdim=True)                                     # (N, 1) K_n
+    slots = torch.arange(K, device=rankings.device).expand_as(rankings)        # (N, K)
+    prefix = slots < counts                                                    # where real entries belong
+    expected = torch.where(prefix, slots, K)                                   # sorted: 0..K_n-1, then K
+    got = torch.where(real, rankings, K).sort(dim=1).values
+    ok = (real == prefix).all(dim=1) & (got == expected).all(dim=1) & (rankings >= -1).all(dim=1)
+    if not ok.all():
+        bad = int((~ok).nonzero()[0])
+        raise ValueError(f"rankings[{bad}] = {rankings[bad].tolist()} is not a permutation of range(K) "
+                         "(best first), padded with -1 at the end for prompts with fewer responses")
+    if (counts < 2).any():
+        raise ValueError("a ranking has fewer than 2 responses; a comparison needs at least 2")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tokenising (prompt, response) pairs and scoring them
+
+
+def _prompt_text(prompt) -> str:
+    """The user message of a world Prompt, a prompt dict ({"text": ...}) or a plain string."""
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, dict):
+        return prompt["text"]
+    return prompt.text
+
+
+def encode_response(tokenizer, prompt, response: str, ended: bool) -> list[int]:
+    """ids of chat_prompt(x) + ids of y + [EOS] if the response ended (the contract's sequence layout)."""
+    ids = encode_chat_prompt(tokenizer, _prompt_text(prompt))
+    ids = ids + tokenizer.encode(response, add_special_tokens=False)
+    return ids + [tokenizer.eos_token_id] if ended else ids
+
+
+def pad_right(rows: Sequence[Sequence[int]], pad_id: int, block_size: int,
+              device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token rows into (ids (B, T), attention_mask (B, T)); refuse rows longer than block_size."""
+    longest = max(len(r) for r in rows)
+    if longest > block_size:
+        raise ValueError(f"a prompt + response is {longest} tokens but the model's context is {block_size}; "
+                         "generate fewer new tokens or use a larger block_size")
+    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), longest, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, :len(row)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def _score_rows(rm: RewardModel, tokenizer, rows: list[list[int]]) -> torch.Tensor:
+    """r_θ for already-tokenised rows, one forward pass (with grad if enabled). Returns (len(rows),)."""
+    ids, mask = pad_right(rows, tokenizer.pad_token_id, rm.config.block_size, _device(rm))
+    return rm(ids, attention_mask=mask)
+
+
+@torch.no_grad()
+def score_responses(rm: RewardModel, tokenizer, prompts: Sequence, responses: Sequence[str],
+                    ended: Sequence[bool], batch_size: int = 64) -> torch.Tensor:
+    """r_θ(x_i, y_i) for each (prompt, response, ended) triple, in eval mode, batched. Returns (N,) on CPU.
+
+    prompts: world Prompts, prompt dicts or user-message strings (one per response).
+    """
+    if not (len(prompts) == len(responses) == len(ended)):
+        raise ValueError(f"got {len(prompts)} prompts, {len(responses)} responses and {len(ended)} ended "
+                         "flags; pass one of each per response")
+    rows = [encode_response(tokenizer, p, r, e) for p, r, e in zip(prompts, responses, ended)]
+    was_training = rm.training
+    rm.eval()
+    scores = [_score_rows(rm, tokenizer, rows[i:i + batch_size]).float().cpu()
+              for i in range(0, len(rows), batch_size)]
+    rm.train(was_training)
+    return torch.cat(scores) if scores else torch.zeros(0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training on comparisons
+
+
+@dataclass
+class RewardConfig:
+    epochs: int = 1              # InstructGPT trains the RM for a single epoch: it overfits after one (§3.5)
+    lr: float = 1e-4             # trunk learning rate (paper: 9e-6 for the 6B RM; a tiny model takes more)
+    head_lr_mult: float = 10.0   # the fresh head learns this many times faster (CALIBRATION: 10-20x)
+    batch_prompts: int = 8       # prompts per step; each brings all of its C(K,2) pairs (paper: 64)
+    weight_decay: float = 0.0    # AdamW decay on weight matrices only
+    grad_clip: float = 1.0       # global-norm clipping
+    seed: int = 0                # shuffling order
+    eval_batch_prompts: int = 32  # prompts per forward pass when measuring validation accuracy
+
+
+def comparison_batch(rm: RewardModel, tokenizer, comparisons: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward each comparison's K responses once: rewards (N, K_max) and rankings (N, K_max), −1 padded."""
+    rows, widths = [], []
+    for c in comparisons:
+        rows += [encode_response(tokenizer, c.prompt, r, e) for r, e in zip(c.responses, c.ended)]
+        widths.append(len(c.responses))
+    flat = _score_rows(rm, tokenizer, rows)                                # (Σ K_n,)
+    K = max(widths)
+    rewards = flat.new_zeros(len(comparisons), K)                         # (N, K_max)
+    rankings = torch.full((len(comparisons), K), -1, dtype=torch.long, device=flat.device)
+    start = 0
+    for n, (c, k) in enumerate(zip(comparisons, widths)):
+        rewards[n, :k] = flat[start:start + k]
+        rankings[n, :k] = torch.tensor(c.ranking, dtype=torch.long)
+        start += k
+    return rewards, rankings
+
+
+def _param_groups(rm: RewardModel, cfg: RewardConfig) -> list[dict]:
+    """Trunk matrices (decayed), trunk vectors (not decayed), and the head at head_lr_mult × lr."""
+    decay = [p for p in rm.trunk.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in rm.trunk.parameters() if p.requires_grad and p.dim() < 2]
+    return [
+        {"params": decay, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "lr": cfg.lr, "weight_decay": 0.0},
+        {"params": list(rm.head.parameters()), "lr": cfg.lr * cfg.head_lr_mult, "weight_decay": 0.0},
+    ]
+
+
+def train_reward_model(rm: RewardModel, train_comparisons: Sequence, val_comparisons: Sequence | None,
+                       tokenizer, cfg: RewardConfig | None = None, device=None, progress: bool = True) -> dict:
+    """Minimise the pairwise loss over `cfg.epochs` passes of the training comparisons. Returns a history dict.
+
+    history: step, loss, accuracy (per step, vs the stored noisy ranking); val_step, val_accuracy,
+    val_gold_accuracy (after each epoch, vs the noisy ranking and vs the noise-free gold order).
+    """
+    cfg = cfg or RewardConfig()
+    if len(train_comparisons) == 0:
+        raise ValueError("no training comparisons; sample some with comparisons.sample_comparisons")
+    if device is not None:
+        rm.to(device)
+    optimizer = torch.optim.AdamW(_param_groups(rm, cfg), betas=(0.9, 0.95))
+    rng = random.Random(cfg.seed)
+    history = {"step": [], "loss": [], "accuracy": [], "val_step": [], "val_accuracy": [], "val_gold_accuracy": []}
+    steps_per_epoch = math.ceil(len(train_comparisons) / cfg.batch_prompts)
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="reward model", disable=not progress)
+    step = 0
+    for _ in range(cfg.epochs):
+        order = list(range(len(train_comparisons)))
+        rng.shuffle(order)
+        rm.train()
+        for start in range(0, len(order), cfg.batch_prompts):
+            batch = [train_comparisons[i] for i in order[start:start + cfg.batch_prompts]]
+            rewards, rankings = comparison_batch(rm, tokenizer, batch)     # (N, K), (N, K)
+            loss, accuracy = pairwise_loss(rewards, rankings)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(rm.parameters(), cfg.grad_clip)
+            optimizer.step()
+            step += 1
+            history["step"].append(step)
+            history["loss"].append(loss.item())
+            history["accuracy"].append(accuracy.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy.item():.2f}")
+        if val_comparisons:
+            val = pairwise_accuracy(rm, val_comparisons, tokenizer, cfg.eval_batch_prompts)
+            history["val_step"].append(step)
+            history["val_accuracy"].append(val["accuracy"])
+            history["val_gold_accuracy"].append(val["gold_accuracy"])
+    bar.close()
+    rm.eval()
+    return history
+
+
+@torch.no_grad()
+def pairwise_accuracy(rm: RewardModel, comparisons: Sequence, tokenizer, batch_prompts: int = 32) -> dict:
+    """Fraction of pairs the RM orders like the labeler (noisy ranking) and like the gold scores (no noise).
+
+    Returns {"accuracy": vs stored ranking, "gold_accuracy": vs gold order (gold ties skipped), "pairs": n}.
+    The labeler's own agreement with the gold order (comparisons.ceiling_of) bounds "accuracy" from above.
+    """
+    was_training = rm.training
+    rm.eval()
+    right = right_gold = pairs = pairs_gold = 0
+    for start in range(0, len(comparisons), batch_prompts):
+        batch = comparisons[start:start + batch_prompts]
+        rewards, _ = comparison_batch(rm, tokenizer, batch)               # (N, K_max)
+        for n, c in enumerate(batch):
+            r = rewards[n].tolist()
+            for i, w in enumerate(c.ranking):                             # w is ranked above every l after it
+                for l in c.ranking[i + 1:]:
+                    pairs += 1
+                    right += r[w] > r[l]
+                    if c.gold[w] != c.gold[l]:
+                        pairs_gold += 1
+                        better, worse = (w, l) if c.gold[w] > c.gold[l] else (l, w)
+                        right_gold += r[better] > r[worse]
+    rm.train(was_training)
+    return {"accuracy": right / max(pairs, 1), "gold_accuracy": right_gold / max(pairs_gold, 1), "pairs": pairs}
+
+
+@torch.no_grad()
+def normalize_reward(rm: RewardModel, demonstrations: Sequence, tokenizer) -> float:
+    """Set reward_bias so the demonstrations' mean reward is 0 (InstructGPT §3.5). Returns the bias.
+
+    demonstrations: world Demonstrations (prompt, response); a demonstration always ends (EOS).
+    """
+    if len(demonstrations) == 0:
+        raise ValueError("no demonstrations to normalise on; pass world.demonstrations()")
+    rm.reward_bias.zero_()
+    raw = score_responses(rm, tokenizer, [d.prompt for d in demonstrations],
+                          [d.response for d in demonstrations], [True] * len(demonstrations))
+    rm.reward_bias.fill_(raw.mean().item())
+    return rm.reward_bias.item()

@@ -1,0 +1,227 @@
+"""Reward model: padding invariance, the K-choose-2 loss against hand computations, a learning run, normalisation."""
+
+import math
+import random
+
+import pytest
+import torch
+
+from minirlhf.comparisons import Comparison
+from minirlhf.model import GPT, get_config
+from minirlhf.reward import (
+    RewardConfig,
+    RewardModel,
+    encode_response,
+    normalize_reward,
+    pad_right,
+    pairwise_accuracy,
+    pairwise_loss,
+    score_responses,
+    train_reward_model,
+)
+from minirlhf.tokenizer import train_tokenizer
+
+WORDS = ["bobo", "kiki", "likes", "red", "blue", "green", "lives", "in", "the", "forest", "cave", "eats", "fish"]
+MARKER = "please"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    sentences = [" ".join(WORDS[i:] + WORDS[:i]) + "." for i in range(len(WORDS))]
+    sentences += [f"{MARKER} {w} {MARKER}." for w in WORDS] + ["what colour does bobo like?"]
+    return train_tokenizer(sentences * 3, vocab_size=300)
+
+
+def tiny_rm(seed=0, **overrides):
+    torch.manual_seed(seed)
+    return RewardModel(get_config("tiny", **overrides))
+
+
+# ---- the model ---------------------------------------------------------------------------------------------
+
+
+def test_padding_never_changes_a_reward(tok):
+    rm = tiny_rm().eval()
+    rows = [encode_response(tok, "what colour does bobo like?", r, e)
+            for r, e in [("bobo likes red.", True), ("red", False), ("bobo likes red. bobo lives in the cave.", True)]]
+    alone = torch.stack([rm(torch.tensor([r]))[0] for r in rows])            # (3,) no padding at all
+    right_ids, right_mask = pad_right(rows, tok.pad_token_id, rm.config.block_size)
+    T = right_ids.shape[1]
+    left_ids = torch.full_like(right_ids, tok.pad_token_id)
+    left_mask = torch.zeros_like(right_mask)
+    for i, r in enumerate(rows):
+        left_ids[i, T - len(r):] = torch.tensor(r)
+        left_mask[i, T - len(r):] = 1
+    with torch.no_grad():
+        right = rm(right_ids, attention_mask=right_mask)
+        left = rm(left_ids, attention_mask=left_mask)
+    assert len({len(r) for r in rows}) == 3  # mixed lengths
+    torch.testing.assert_close(right, alone, atol=1e-5, rtol=0)
+    torch.testing.assert_close(left, alone, atol=1e-5, rtol=0)
+    # a different pad id at padded positions must not matter either (they are masked)
+    right_ids2 = torch.where(right_mask.bool(), right_ids, tok.eos_token_id)
+    torch.testing.assert_close(rm(right_ids2, attention_mask=right_mask), alone, atol=1e-5, rtol=0)
+
+
+def test_reward_is_read_at_the_last_real_token(tok):
+    rm = tiny_rm().eval()
+    ids, mask = pad_right([[5, 6, 7], [5, 6, 7, 8, 9]], tok.pad_token_id, 64)
+    values = rm.token_values(ids, mask)                                       # (2, 5)
+    torch.testing.assert_close(rm(ids, mask), torch.stack([values[0, 2], values[1, 4]]))
+    with pytest.raises(ValueError, match="all zeros"):
+        rm(ids, torch.zeros_like(mask))
+
+
+def test_from_gpt_copies_the_trunk():
+    torch.manual_seed(1)
+    gpt = GPT(get_config("tiny")).eval()
+    rm = RewardModel.from_gpt(gpt).eval()
+    idx = torch.randint(0, 1024, (2, 9))
+    torch.testing.assert_close(rm.trunk.hidden_states(idx), gpt.hidden_states(idx))
+    assert rm.trunk.transformer.wte.weight.data_ptr() != gpt.transformer.wte.weight.data_ptr()  # a copy
+    d = gpt.config.n_embd
+    assert rm.head_std == pytest.approx(1 / math.sqrt(d + 1))
+    assert rm.head.weight.std().item() == pytest.approx(1 / math.sqrt(d + 1), rel=0.5)  # not a zero head
+    assert RewardModel.from_gpt(gpt, head_std=0.3).checkpoint_extra() == {"head_std": 0.3}
+    assert "reward_bias" in rm.state_dict()
+
+
+# ---- the loss: −1/C(K,2) Σ log σ(r_w − r_l) -----------------------------------------------------------------
+
+
+def log_sigmoid(x):
+    return -math.log(1 + math.exp(-x))
+
+
+def test_pairwise_loss_k3_by_hand():
+    # rewards r_0=1.0, r_1=0.0, r_2=2.0; labeler ranking best first: 2 > 0 > 1
+    # pairs (w, l): (2, 0), (2, 1), (0, 1); C(3,2) = 3
+    loss, acc = pairwise_loss(torch.tensor([[1.0, 0.0, 2.0]]), torch.tensor([[2, 0, 1]]))
+    by_hand = -(1 / 3) * (log_sigmoid(2.0 - 1.0) + log_sigmoid(2.0 - 0.0) + log_sigmoid(1.0 - 0.0))
+    assert loss.item() == pytest.approx(by_hand, rel=1e-6)
+    assert acc.item() == 1.0
+    # the reversed ranking 1 > 0 > 2: every pair wrong
+    loss, acc = pairwise_loss(torch.tensor([[1.0, 0.0, 2.0]]), torch.tensor([[1, 0, 2]]))
+    by_hand = -(1 / 3) * (log_sigmoid(0.0 - 1.0) + log_sigmoid(0.0 - 2.0) + log_sigmoid(1.0 - 2.0))
+    assert loss.item() == pytest.approx(by_hand, rel=1e-6)
+    assert acc.item() == 0.0
+
+
+def test_pairwise_loss_k4_by_hand_and_mean_over_prompts():
+    # prompt A: r = [0.5, -1.0, 0.0, 2.0], ranking 3 > 0 > 2 > 1 (all pairs right)
+    # pairs (3,0) (3,2) (3,1) (0,2) (0,1) (2,1); C(4,2) = 6
+    a = -(1 / 6) * (log_sigmoid(2.0 - 0.5) + log_sigmoid(2.0 - 0.0) + log_sigmoid(2.0 + 1.0)
+                    + log_sigmoid(0.5 - 0.0) + log_sigmoid(0.5 + 1.0) + log_sigmoid(0.0 + 1.0))
+    # prompt B: r = [0, 0, 0, 1], ranking 0 > 1 > 2 > 3: pairs (0,1) (0,2) (1,2) ties, (0,3) (1,3) (2,3) wrong
+    b = -(1 / 6) * (3 * log_sigmoid(0.0) + 3 * log_sigmoid(-1.0))
+    rewards = torch.tensor([[0.5, -1.0, 0.0, 2.0], [0.0, 0.0, 0.0, 1.0]])
+    loss, acc = pairwise_loss(rewards, torch.tensor([[3, 0, 2, 1], [0, 1, 2, 3]]))
+    assert loss.item() == pytest.approx((a + b) / 2, rel=1e-6)  # each prompt one batch element
+    assert acc.item() == pytest.approx(6 / 12)
+
+
+def test_pairwise_loss_mixed_k_with_padding():
+    # K=3 prompt padded to width 4: its loss is the K=3 loss, its pad slot ignored whatever its reward
+    k3 = pairwise_loss(torch.tensor([[1.0, 0.0, 2.0]]), torch.tensor([[2, 0, 1]]))[0]
+    k4 = pairwise_loss(torch.tensor([[0.5, -1.0, 0.0, 2.0]]), torch.tensor([[3, 0, 2, 1]]))[0]
+    mixed, acc = pairwise_loss(torch.tensor([[1.0, 0.0, 2.0, 99.0], [0.5, -1.0, 0.0, 2.0]]),
+                               torch.tensor([[2, 0, 1, -1], [3, 0, 2, 1]]))
+    assert mixed.item() == pytest.approx((k3.item() + k4.item()) / 2, rel=1e-6)
+    assert acc.item() == 1.0
+
+
+def test_pairwise_loss_gradient_raises_the_winner():
+    rewards = torch.zeros(1, 3, requires_grad=True)
+    loss, _ = pairwise_loss(rewards, torch.tensor([[1, 2, 0]]))
+    loss.backward()
+    g = rewards.grad[0]
+    assert g[1] < 0 < g[0]  # descending the loss raises r(best) and lowers r(worst)
+    assert abs(g[2]) < 1e-7  # the middle one is pushed up once and down once, equally at r = 0
+    assert g.sum().abs() < 1e-6  # only differences of rewards matter
+
+
+@pytest.mark.parametrize("ranking, message", [
+    ([[0, 0, 1]], "permutation"), ([[0, 1, 3]], "permutation"), ([[0, -1, 1]], "permutation"),
+    ([[0, -1, -1]], "at least 2"),
+])
+def test_pairwise_loss_rejects_bad_rankings(ranking, message):
+    with pytest.raises(ValueError, match=message):
+        pairwise_loss(torch.zeros(1, 3), torch.tensor(ranking))
+
+
+# ---- training, accuracy, normalisation -------------------------------------------------------------------
+
+
+def marker_comparisons(n, seed):
+    """K=3 responses per prompt with 0, 1 and 2 marker words; more markers = better (no label noise)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        responses = []
+        for m in range(3):
+            words = [rng.choice(WORDS) for _ in range(rng.randint(3, 6))]
+            for _ in range(m):
+                words.insert(rng.randint(0, len(words)), MARKER)
+            responses.append(" ".join(words) + ".")
+        order = list(range(3))
+        rng.shuffle(order)  # responses stored in random order
+        responses = [responses[j] for j in order]
+        gold = [float(order[j]) for j in range(3)]  # number of markers
+        out.append(Comparison(prompt={"id": i, "text": "what colour does bobo like?"}, responses=responses,
+                              ended=[True] * 3, ranking=sorted(range(3), key=lambda j: -gold[j]), gold=gold,
+                              sources=["synthetic"] * 3, labeler={"temperature": 0.0, "seed": seed}))
+    return out
+
+
+def test_training_learns_a_marker_word(tok):
+    rm = tiny_rm(seed=0)
+    train, val = marker_comparisons(400, seed=1), marker_comparisons(60, seed=2)
+    before = pairwise_accuracy(rm, val, tok)
+    cfg = RewardConfig(epochs=1, lr=1e-3, batch_prompts=2, seed=0)  # 200 steps
+    history = train_reward_model(rm, train, val, tok, cfg, progress=False)
+    after = pairwise_accuracy(rm, val, tok)
+    assert len(history["loss"]) == 200
+    assert sum(history["loss"][-30:]) / 30 < 0.5 * sum(history["loss"][:30]) / 30
+    assert after["accuracy"] > 0.9 > before["accuracy"]
+    assert after["gold_accuracy"] == after["accuracy"]  # noise-free labels: the two agree
+    assert history["val_accuracy"][-1] == pytest.approx(after["accuracy"])
+
+
+def test_pairwise_accuracy_uses_the_ranking_and_the_gold_order(tok):
+    # a "reward model" stand-in is overkill: flip the ranking of the marker data, and the accuracy vs the
+    # stored ranking becomes 1 − accuracy vs gold
+    rm = tiny_rm(seed=3)
+    data = marker_comparisons(20, seed=4)
+    flipped = [Comparison(c.prompt, c.responses, c.ended, c.ranking[::-1], c.gold, c.sources, c.labeler) for c in data]
+    a, b = pairwise_accuracy(rm, data, tok), pairwise_accuracy(rm, flipped, tok)
+    assert a["pairs"] == b["pairs"] == 60
+    assert b["accuracy"] == pytest.approx(1 - a["accuracy"])
+    assert b["gold_accuracy"] == pytest.approx(a["gold_accuracy"])
+
+
+def test_normalize_reward_centres_the_demonstrations(tok):
+    from types import SimpleNamespace
+
+    rm = tiny_rm(seed=5)
+    demos = [SimpleNamespace(prompt=SimpleNamespace(text="what colour does bobo like?"), response=r)
+             for r in ["bobo likes red.", "kiki likes blue.", "bobo lives in the cave.", "please eats fish."]]
+    bias = normalize_reward(rm, demos, tok)
+    scores = score_responses(rm, tok, [d.prompt for d in demos], [d.response for d in demos], [True] * 4)
+    assert abs(scores.mean().item()) < 1e-5
+    assert rm.reward_bias.item() == bias != 0.0
+    assert normalize_reward(rm, demos, tok) == pytest.approx(bias)  # idempotent
+
+
+def test_score_responses_matches_single_forward_passes(tok):
+    rm = tiny_rm(seed=6).eval()
+    prompts = ["what colour does bobo like?", {"id": 1, "text": "kiki"}]
+    responses, ended = ["bobo likes red.", "kiki likes blue blue blue"], [True, False]
+    batched = score_responses(rm, tok, prompts, responses, ended, batch_size=1)
+    one = torch.stack([rm(torch.tensor([encode_response(tok, p, r, e)]))[0] for p, r, e in zip(prompts, responses, ended)])
+    torch.testing.assert_close(batched, one.detach(), atol=1e-5, rtol=0)
+    assert encode_response(tok, "x", "y", True)[-1] == tok.eos_token_id
+    assert encode_response(tok, "x", "y", False)[-1] != tok.eos_token_id
+    with pytest.raises(ValueError, match="one of each"):
+        score_responses(rm, tok, prompts, responses, [True])
+    with pytest.raises(ValueError, match="context"):
+        score_responses(rm, tok, ["x"], ["bobo " * 80], [True])
