@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from minirlhf.chat import generate_responses
+from minirlhf.gold import NoisyRanker, agreement_ceiling, gold_score
 
 MIN_K, MAX_K = 4, 9  # InstructGPT: "between K = 4 and K = 9 responses to rank" (§3.5)
 
@@ -86,15 +87,13 @@ def sample_comparisons(prompts: Sequence, policies: dict, tokenizer, world, k: i
                        max_new_tokens: int = 24, batch_size: int = 64, max_resamples: int = 3) -> list[Comparison]:
     """K responses per prompt, spread over policies × temperatures, ranked by the noisy labeler.
 
-    prompts: world Prompts. policies: {"pretrained": gpt, "sft": gpt, ...}. ranker: a world NoisyRanker
-    (default: NoisyRanker(temperature=1.0, seed=seed)). Response slot j of prompt i comes from the
+    prompts: world Prompts. policies: {"pretrained": gpt, "sft": gpt, ...}. ranker: a gold.NoisyRanker
+    (default: NoisyRanker(seed=seed), the labeler at its default temperature). Response slot j of prompt i comes from the
     (policy, temperature) pair number (i·K + j) mod (#policies · #temperatures), so every source gets an equal
     share; each source generates all of its slots in batches. A response that repeats an earlier one of the same
     prompt is resampled up to `max_resamples` times; duplicates still left are dropped (that prompt then has
     fewer than K responses), and a prompt with fewer than 2 distinct responses is skipped.
     """
-    from minirlhf.world import NoisyRanker, gold_score
-
     if not isinstance(k, int) or not MIN_K <= k <= MAX_K:
         raise ValueError(f"k={k!r} responses per prompt; InstructGPT ranked between {MIN_K} and {MAX_K}: "
                          f"choose k in {MIN_K}..{MAX_K}")
@@ -104,7 +103,7 @@ def sample_comparisons(prompts: Sequence, policies: dict, tokenizer, world, k: i
         raise ValueError(f"temperatures must be positive (sampling, not greedy); got {tuple(temperatures)}")
     if len(prompts) == 0:
         raise ValueError("no prompts given; pass e.g. world.prompts('train')")
-    ranker = ranker if ranker is not None else NoisyRanker(temperature=1.0, seed=seed)
+    ranker = ranker if ranker is not None else NoisyRanker(seed=seed)
     sources = [(name, float(t)) for name, t in itertools.product(policies, temperatures)]
     generators = {}
     for s, (name, _) in enumerate(sources):  # one seeded stream per source: reproducible, independent
@@ -141,7 +140,7 @@ def sample_comparisons(prompts: Sequence, policies: dict, tokenizer, world, k: i
             prompt=_prompt_dict(prompt), responses=texts, ended=ends,
             ranking=[int(j) for j in ranker.rank(gold)], gold=gold,
             sources=[f"{sources[slot_source[i][j]][0]}@T={sources[slot_source[i][j]][1]:g}" for j in keep],
-            labeler={"temperature": getattr(ranker, "temperature", None), "seed": getattr(ranker, "seed", None)},
+            labeler={"temperature": ranker.temperature, "seed": ranker.seed},
         ))
     return comparisons
 
@@ -240,8 +239,6 @@ def ceiling_of(comparisons: Sequence[Comparison]) -> float:
     A reward model that recovered the gold order exactly would agree with the stored (noisy) rankings this often:
     the ceiling for its validation accuracy vs the labels (InstructGPT's labelers agreed with each other ~73%).
     """
-    from minirlhf.world import agreement_ceiling
-
     if len(comparisons) == 0:
         raise ValueError("no comparisons to compute a ceiling on")
     total = pairs = 0.0

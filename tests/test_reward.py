@@ -2,6 +2,7 @@
 
 import math
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -200,8 +201,6 @@ def test_pairwise_accuracy_uses_the_ranking_and_the_gold_order(tok):
 
 
 def test_normalize_reward_centres_the_demonstrations(tok):
-    from types import SimpleNamespace
-
     rm = tiny_rm(seed=5)
     demos = [SimpleNamespace(prompt=SimpleNamespace(text="what colour does bobo like?"), response=r)
              for r in ["bobo likes red.", "kiki likes blue.", "bobo lives in the cave.", "please eats fish."]]
@@ -225,3 +224,56 @@ def test_score_responses_matches_single_forward_passes(tok):
         score_responses(rm, tok, prompts, responses, [True])
     with pytest.raises(ValueError, match="context"):
         score_responses(rm, tok, ["x"], ["bobo " * 80], [True])
+
+
+def test_checkpoint_round_trip_keeps_rewards_and_bias(tok, tmp_path):
+    from minirlhf.checkpoint import load_checkpoint, save_checkpoint
+
+    rm = tiny_rm(seed=7, vocab_size=len(tok)).eval()
+    rm.reward_bias.fill_(0.25)
+    save_checkpoint(tmp_path / "rm", rm, tok, stage="rm")
+    loaded, _, metadata = load_checkpoint(tmp_path / "rm")
+    assert type(loaded) is RewardModel and metadata["stage"] == "rm"
+    assert loaded.head_std == rm.head_std and loaded.reward_bias.item() == 0.25
+    args = (["what colour does bobo like?"] * 2, ["bobo likes red.", "red"], [True, False])
+    torch.testing.assert_close(score_responses(loaded, tok, *args), score_responses(rm, tok, *args))
+
+
+# ---- probes: one failure type at a time -----------------------------------------------------------------------
+
+
+def test_probe_pairs_break_the_ideal_answer_one_way_each():
+    from minirlhf.gold import gold_score
+    from minirlhf.probes import FAILURE_TYPES, probe_pairs
+    from minirlhf.world import RUDE_WORDS, World, WorldConfig
+
+    world = World(WorldConfig(n_documents=10))
+    prompts = world.prompts("val")[:40]
+    pairs = probe_pairs(world, prompts)
+    assert tuple(pairs) == FAILURE_TYPES
+    for kind, items in pairs.items():
+        assert len(items) >= 20, kind
+        for p in items:
+            assert p.good == world.ideal_response(p.prompt) and p.good_ended
+            assert gold_score(world, p.prompt, p.bad, p.bad_ended).total < gold_score(world, p.prompt, p.good).total
+    assert all(p.bad == p.good and not p.bad_ended for p in pairs["unended"])
+    assert all(any(w in p.bad.split() for w in RUDE_WORDS) and p.good in p.bad for p in pairs["rude"])
+    assert all(p.bad.startswith(p.good + " ") and len(p.bad) > len(p.good) for p in pairs["repeated"])
+    assert all(len(p.bad.split()) == len(p.good.split()) != p.bad for p in pairs["wrong_fact"])
+    assert all(p.prompt.task != "list" for p in pairs["wrong_fact"])
+    assert all(p.bad != p.good and p.bad_ended for p in pairs["off_topic"])
+    assert probe_pairs(world, prompts) == pairs  # seeded
+
+
+def test_probe_accuracy_counts_r_good_above_r_bad(tok):
+    from minirlhf.probes import ProbePair, probe_accuracy
+
+    rm = tiny_rm(seed=8).eval()
+    prompt = SimpleNamespace(text="what colour does bobo like?")
+    items = [ProbePair(prompt, "bobo likes red.", True, bad, ended)
+             for bad, ended in [("bobo likes red.", False), ("ugh bobo likes red.", True), ("red red", True)]]
+    good = score_responses(rm, tok, [prompt] * 3, [p.good for p in items], [True] * 3)
+    bad = score_responses(rm, tok, [prompt] * 3, [p.bad for p in items], [p.bad_ended for p in items])
+    result = probe_accuracy(rm, tok, {"mixed": items, "empty": []})
+    assert result["mixed"] == pytest.approx((good > bad).float().mean().item())
+    assert math.isnan(result["empty"])
