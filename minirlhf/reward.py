@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -216,6 +217,7 @@ class RewardConfig:
     weight_decay: float = 0.0    # AdamW decay on weight matrices only
     grad_clip: float = 1.0       # global-norm clipping
     seed: int = 0                # shuffling order
+    eval_every: int = 0          # steps between validation accuracies (0: only at the end of each epoch)
     eval_batch_prompts: int = 32  # prompts per forward pass when measuring validation accuracy
 
 
@@ -253,23 +255,33 @@ def train_reward_model(rm: RewardModel, train_comparisons: Sequence, val_compari
     """Minimise the pairwise loss over `cfg.epochs` passes of the training comparisons. Returns a history dict.
 
     history: step, loss, accuracy (per step, vs the stored noisy ranking); val_step, val_accuracy,
-    val_gold_accuracy (after each epoch, vs the noisy ranking and vs the noise-free gold order).
+    val_gold_accuracy (every `eval_every` steps and after each epoch, vs the noisy ranking and vs the
+    noise-free gold order); seconds (wall time of the whole run).
     """
     cfg = cfg or RewardConfig()
     if len(train_comparisons) == 0:
         raise ValueError("no training comparisons; sample some with comparisons.sample_comparisons")
     if device is not None:
         rm.to(device)
+    start_time = time.perf_counter()
     optimizer = torch.optim.AdamW(_param_groups(rm, cfg), betas=(0.9, 0.95))
     rng = random.Random(cfg.seed)
     history = {"step": [], "loss": [], "accuracy": [], "val_step": [], "val_accuracy": [], "val_gold_accuracy": []}
+
+    def validate(step: int) -> None:
+        if val_comparisons and (not history["val_step"] or history["val_step"][-1] != step):
+            val = pairwise_accuracy(rm, val_comparisons, tokenizer, cfg.eval_batch_prompts)  # leaves rm in train mode
+            history["val_step"].append(step)
+            history["val_accuracy"].append(val["accuracy"])
+            history["val_gold_accuracy"].append(val["gold_accuracy"])
+
     steps_per_epoch = math.ceil(len(train_comparisons) / cfg.batch_prompts)
     bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="reward model", disable=not progress)
     step = 0
+    rm.train()
     for _ in range(cfg.epochs):
         order = list(range(len(train_comparisons)))
         rng.shuffle(order)
-        rm.train()
         for start in range(0, len(order), cfg.batch_prompts):
             batch = [train_comparisons[i] for i in order[start:start + cfg.batch_prompts]]
             rewards, rankings = comparison_batch(rm, tokenizer, batch)     # (N, K), (N, K)
@@ -285,13 +297,12 @@ def train_reward_model(rm: RewardModel, train_comparisons: Sequence, val_compari
             history["accuracy"].append(accuracy.item())
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy.item():.2f}")
-        if val_comparisons:
-            val = pairwise_accuracy(rm, val_comparisons, tokenizer, cfg.eval_batch_prompts)
-            history["val_step"].append(step)
-            history["val_accuracy"].append(val["accuracy"])
-            history["val_gold_accuracy"].append(val["gold_accuracy"])
+            if cfg.eval_every and step % cfg.eval_every == 0:
+                validate(step)
+        validate(step)
     bar.close()
     rm.eval()
+    history["seconds"] = time.perf_counter() - start_time
     return history
 
 

@@ -178,10 +178,11 @@ def test_training_learns_a_marker_word(tok):
     rm = tiny_rm(seed=0)
     train, val = marker_comparisons(400, seed=1), marker_comparisons(60, seed=2)
     before = pairwise_accuracy(rm, val, tok)
-    cfg = RewardConfig(epochs=1, lr=1e-3, batch_prompts=2, seed=0)  # 200 steps
+    cfg = RewardConfig(epochs=1, lr=1e-3, batch_prompts=2, seed=0, eval_every=80)  # 200 steps
     history = train_reward_model(rm, train, val, tok, cfg, progress=False)
     after = pairwise_accuracy(rm, val, tok)
-    assert len(history["loss"]) == 200
+    assert len(history["loss"]) == 200 and history["val_step"] == [80, 160, 200]
+    assert history["seconds"] > 0
     assert sum(history["loss"][-30:]) / 30 < 0.5 * sum(history["loss"][:30]) / 30
     assert after["accuracy"] > 0.9 > before["accuracy"]
     assert after["gold_accuracy"] == after["accuracy"]  # noise-free labels: the two agree
