@@ -12,6 +12,7 @@ from minirlhf.ppo import (
     FixedKLController,
     PPOConfig,
     check_finite,
+    entropy_from_logits,
     explained_variance,
     gae_advantages,
     kl_estimators,
@@ -19,6 +20,7 @@ from minirlhf.ppo import (
     per_token_rewards,
     policy_loss,
     ptx_loss,
+    response_logits,
     response_logprobs,
     train_ppo,
     value_loss,
@@ -189,8 +191,8 @@ def test_kl_penalty_is_exactly_zero_when_policy_equals_reference():
     ref = copy.deepcopy(policy)
     seq = torch.randint(0, 50, (3, 10))
     tokens = seq[:, 5:]
-    logp, _ = response_logprobs(policy(seq)[0][:, 4:-1], tokens, temperature=0.7)
-    ref_logp, _ = response_logprobs(ref(seq)[0][:, 4:-1], tokens, temperature=0.7)
+    logp = response_logprobs(response_logits(policy, seq, None, 5), tokens, temperature=0.7)
+    ref_logp = response_logprobs(response_logits(ref, seq, None, 5), tokens, temperature=0.7)
     mask = torch.ones_like(logp)
     assert torch.equal(kl_penalty(logp, ref_logp), torch.zeros_like(logp))
     k1, k3 = kl_estimators(logp, ref_logp, mask)
@@ -199,12 +201,24 @@ def test_kl_penalty_is_exactly_zero_when_policy_equals_reference():
     assert rewards[:, :-1].abs().sum() == 0 and rewards[:, -1].tolist() == [1.0, 2.0, 3.0]
 
 
-def test_response_logprobs_applies_the_temperature():
+def test_response_logprobs_and_entropy_apply_the_temperature():
     logits = torch.tensor([[[2.0, 0.0, -1.0]]])
-    logp, entropy = response_logprobs(logits, torch.tensor([[0]]), temperature=2.0)
+    logp = response_logprobs(logits, torch.tensor([[0]]), temperature=2.0)
     expected = torch.log_softmax(logits / 2.0, -1)
     assert logp.item() == pytest.approx(expected[0, 0, 0].item())
-    assert entropy.item() == pytest.approx(-(expected.exp() * expected).sum().item())
+    assert entropy_from_logits(logits, 2.0).item() == pytest.approx(-(expected.exp() * expected).sum().item())
+    assert entropy_from_logits(torch.zeros(1, 1, 8)).item() == pytest.approx(math.log(8))  # uniform: log V
+
+
+def test_response_logits_are_the_full_forward_at_the_predicting_positions():
+    from minirlhf.model import GPT, get_config
+
+    torch.manual_seed(0)
+    model = GPT(get_config("tiny", vocab_size=50)).eval()
+    seq = torch.randint(0, 50, (2, 9))
+    attn = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1, 0], [1] * 9])  # left-padded prompt, right-padded response
+    full = model(seq, attention_mask=attn)[0]  # (B, T, V)
+    torch.testing.assert_close(response_logits(model, seq, attn, 4), full[:, 3:-1])
 
 
 def test_whiten():
@@ -262,3 +276,148 @@ def test_config_rejects_bad_values():
         PPOConfig(batch_size=10, minibatches=3)
     with pytest.raises(ValueError, match="temperature"):
         PPOConfig(temperature=0.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tiny seeded runs of the whole loop (a stub reward the policy can learn; the real stages are the lead's test)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StubPrompt:
+    text: str
+
+
+PROMPTS = [StubPrompt(t) for t in ("what colour does bobo like ?", "tell me about kiki .", "name two foods .")]
+
+
+class TokenCountReward(torch.nn.Module):
+    """A learnable stub r_θ: a quarter point per token of the sequence that lies in a fixed set of 30 token ids."""
+
+    def __init__(self, vocab_size: int, rewarded=range(100, 130)):
+        super().__init__()
+        self.register_buffer("rewarded", torch.zeros(vocab_size, dtype=torch.bool))
+        self.rewarded[list(rewarded)] = True
+
+    def forward(self, idx, attention_mask=None):  # (B, T) -> (B,)
+        mask = torch.ones_like(idx) if attention_mask is None else attention_mask
+        return (self.rewarded[idx].float() * mask).sum(1) / 4
+
+
+@pytest.fixture()
+def one_thread():
+    """Tiny models spend their time in per-op overhead: one thread is faster, and immune to a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _models(tokenizer, seed=0, dropout=0.0):
+    from minirlhf.model import GPT, get_config
+    from minirlhf.reward import RewardModel
+
+    torch.manual_seed(seed)
+    policy = GPT(get_config("tiny", vocab_size=len(tokenizer), dropout=dropout))
+    ref = copy.deepcopy(policy)
+    value = RewardModel.from_gpt(policy)  # V starts from the same trunk, as InstructGPT's starts from the RM
+    return policy, ref, TokenCountReward(len(tokenizer)), value
+
+
+def _cfg(**overrides):
+    base = dict(iterations=25, batch_size=16, minibatches=2, max_new_tokens=8, lr=1e-3, init_kl_coef=0.0,
+                missing_eos_penalty=None, show_progress=False, seed=0)
+    return PPOConfig(**{**base, **overrides})
+
+
+def test_ppo_raises_a_simple_learnable_reward(tiny_tokenizer, one_thread):
+    policy, ref, rm, value = _models(tiny_tokenizer)
+    _, _, h = train_ppo(policy, ref, rm, value, PROMPTS, tiny_tokenizer, _cfg())
+    first, last = sum(h["rm_reward"][:5]) / 5, sum(h["rm_reward"][-5:]) / 5
+    assert last > first + 0.3, h["rm_reward"]  # starts near 8 tokens × 30/300 × ¼ = 0.2
+    assert h["entropy"][-1] < h["entropy"][0]  # the policy concentrates on the rewarded tokens
+    assert max(h["logprob_gap"]) < 1e-4  # sampling and the recomputed forward pass agree (same T)
+    for key in ("kl", "kl_k3", "beta", "clipfrac", "approx_kl", "policy_loss", "value_loss", "ptx_loss",
+                "explained_variance", "response_length", "ended_fraction", "time_generate", "time_score",
+                "time_update"):
+        assert len(h[key]) == 25, key
+    assert "gold" not in h  # no world given
+
+
+def test_kl_penalty_holds_the_policy_near_the_reference(tiny_tokenizer, one_thread):
+    runs = {}
+    for beta in (0.0, 1.0):
+        policy, ref, rm, value = _models(tiny_tokenizer)
+        runs[beta] = train_ppo(policy, ref, rm, value, PROMPTS, tiny_tokenizer, _cfg(init_kl_coef=beta, iterations=15))[2]
+    assert runs[1.0]["kl"][-1] < runs[0.0]["kl"][-1]
+
+
+def test_same_seed_gives_identical_histories(tiny_tokenizer, one_thread):
+    histories = []
+    for _ in range(2):
+        policy, ref, rm, value = _models(tiny_tokenizer)
+        histories.append(train_ppo(policy, ref, rm, value, PROMPTS, tiny_tokenizer, _cfg(iterations=4))[2])
+    a, b = ({k: v for k, v in h.items() if not k.startswith("time_")} for h in histories)
+    assert a == b
+
+
+def test_dropout_is_off_during_ppo_and_modes_are_restored(tiny_tokenizer, one_thread):
+    policy, ref, rm, value = _models(tiny_tokenizer, dropout=0.1)
+    policy.train(), value.train()
+    seen = []
+    train_ppo(policy, ref, rm, value, PROMPTS, tiny_tokenizer, _cfg(iterations=2),
+              callback=lambda it, stats: seen.append((it, policy.training, value.training)))
+    assert seen == [(0, False, False), (1, False, False)]
+    assert policy.training and value.training  # the caller's modes come back
+
+
+def test_missing_eos_penalty_replaces_the_score_of_unended_responses(tiny_tokenizer, one_thread):
+    class ConstantReward(torch.nn.Module):
+        def forward(self, idx, attention_mask=None):
+            return torch.full((idx.shape[0],), 0.5)
+
+    policy, ref, _, value = _models(tiny_tokenizer)
+    _, _, h = train_ppo(policy, ref, ConstantReward(), value, PROMPTS, tiny_tokenizer,
+                        _cfg(iterations=1, missing_eos_penalty=-3.0, batch_size=64))
+    ended = h["ended_fraction"][0]
+    assert ended < 1.0  # an untrained model rarely says EOS within 8 tokens
+    assert h["rm_reward"][0] == pytest.approx(0.5)
+    assert h["score"][0] == pytest.approx(0.5 * ended - 3.0 * (1 - ended))
+
+
+def test_ppo_ptx_mixes_in_the_pretraining_loss(tiny_tokenizer, one_thread):
+    stream = torch.tensor(tiny_tokenizer.encode(" ".join(["bobo likes red ."] * 200)))
+    policy, ref, rm, value = _models(tiny_tokenizer)
+    cfg = _cfg(iterations=6, ptx_coef=1.0, ptx_batch_size=4, ptx_seq_len=16)
+    _, _, h = train_ppo(policy, ref, rm, value, PROMPTS, tiny_tokenizer, cfg, pretrain_ids=stream)
+    assert all(x > 0 for x in h["ptx_loss"])
+    assert h["ptx_loss"][-1] < h["ptx_loss"][0]  # the repeated sentence is easy to learn
+    with pytest.raises(ValueError, match="pretrain_ids"):
+        train_ppo(policy, ref, rm, value, PROMPTS, tiny_tokenizer, cfg)
+
+
+def test_gold_score_is_logged_when_a_world_is_given(tiny_tokenizer, one_thread):
+    from minirlhf.tokenizer import encode_chat_prompt
+    from minirlhf.world import World, WorldConfig
+
+    world = World(WorldConfig())
+    prompts = [p for p in world.prompts("train") if len(encode_chat_prompt(tiny_tokenizer, p.text)) <= 40][:20]
+    policy, ref, rm, value = _models(tiny_tokenizer)
+    _, _, h = train_ppo(policy, ref, rm, value, prompts, tiny_tokenizer, _cfg(iterations=2), world=world)
+    assert len(h["gold"]) == 2 and all(math.isfinite(g) for g in h["gold"])
+
+
+def test_a_nan_reward_stops_the_run_naming_the_statistic(tiny_tokenizer, one_thread):
+    class NaNReward(torch.nn.Module):
+        def forward(self, idx, attention_mask=None):
+            return torch.full((idx.shape[0],), float("nan"))
+
+    policy, ref, _, value = _models(tiny_tokenizer)
+    with pytest.raises(FloatingPointError, match="iteration 0: rm_reward is nan"):
+        train_ppo(policy, ref, NaNReward(), value, PROMPTS, tiny_tokenizer, _cfg(iterations=3))
+
+
+def test_train_ppo_rejects_a_prompt_that_leaves_no_room_to_answer(tiny_tokenizer):
+    policy, ref, rm, value = _models(tiny_tokenizer)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        train_ppo(policy, ref, rm, value, PROMPTS, tiny_tokenizer, _cfg(max_new_tokens=60))
