@@ -352,8 +352,8 @@ def train_ppo(
     """Run PPO (or PPO-ptx when cfg.ptx_coef > 0): InstructGPT step 3.
 
     policy        π_RL, a copy of the SFT model (trained in place)
-    ref_policy    π_SFT, frozen: the KL anchor
-    reward_model  r_θ, frozen: RewardModel, forward(idx, attention_mask) -> (B,)
+    ref_policy    π_SFT, frozen (only ever run under no_grad): the KL anchor
+    reward_model  r_θ, frozen (idem): RewardModel, forward(idx, attention_mask) -> (B,)
     value_model   V, a copy of the reward model (trained in place): token_values(idx, attention_mask) -> (B, T)
     prompts       list of world Prompt objects (their .text is the user message)
     world         if given, the gold labeler scores every rollout (logged as "gold"; never used for training)
@@ -379,8 +379,6 @@ def train_ppo(
     was_training = [m.training for m in (policy, ref_policy, reward_model, value_model)]
     for model in (policy, ref_policy, reward_model, value_model):
         model.eval()
-    for model in (ref_policy, reward_model):
-        model.requires_grad_(False)
 
     encoded = _encode_prompts(prompts, tokenizer)  # list of token-id lists
     block_size = policy.config.block_size
@@ -418,8 +416,10 @@ def train_ppo(
 
         # ---- 1. rollout: y ~ π_RL(·|x) ------------------------------------------------------------------------
         t0 = time.perf_counter()
-        idx = torch.randperm(len(prompts), generator=cpu_gen)[:B] if B <= len(prompts) else \
-            torch.randint(len(prompts), (B,), generator=cpu_gen)
+        if B <= len(prompts):  # B distinct prompts
+            idx = torch.randperm(len(prompts), generator=cpu_gen)[:B]
+        else:  # fewer prompts than the batch: sample with replacement
+            idx = torch.randint(len(prompts), (B,), generator=cpu_gen)
         batch_prompts = [prompts[i] for i in idx.tolist()]
         with torch.no_grad():
             gen = policy.generate(
