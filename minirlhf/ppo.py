@@ -124,20 +124,19 @@ def response_logits(model, sequences: torch.Tensor, attention_mask: torch.Tensor
     return model.lm_head(h[:, prompt_length - 1 : -1])  # (B, R, V)
 
 
-def response_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """log π(y_t | x, y_<t) of each given token at temperature T: logits (B, R, V), tokens (B, R) -> (B, R).
+def response_logprobs(
+    logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log π(y_t | x, y_<t) of each given token, and the entropy of π(·| x, y_<t), at temperature T.
 
-    The same T must be used everywhere (sampling, old, new and reference log-probs), or the ratio π/π_old and the
-    KL are measured between distributions nobody sampled from.
+    logits (B, R, V) at the positions that PREDICT tokens (B, R) (see response_logits). Returns (logp, entropy),
+    both (B, R). The same T must be used everywhere (sampling, old, new and reference log-probs), or the ratio
+    π/π_old and the KL are measured between distributions nobody sampled from.
     """
     logprobs = F.log_softmax(logits.float() / temperature, dim=-1)  # (B, R, V)
-    return logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, R)
-
-
-def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """H(π(·|x, y_<t)) = −Σ_v π(v) log π(v) at temperature T: (B, R, V) -> (B, R). Falls as the policy sharpens."""
-    logprobs = F.log_softmax(logits.float() / temperature, dim=-1)  # (B, R, V)
-    return -(logprobs.exp() * logprobs).sum(-1)  # (B, R)
+    logp = logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, R)
+    entropy = -(logprobs.exp() * logprobs).sum(-1)  # (B, R)  H = −Σ_v π(v) log π(v): falls as π sharpens
+    return logp, entropy
 
 
 def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
@@ -436,9 +435,9 @@ def train_ppo(
         t0 = time.perf_counter()
         with torch.no_grad():
             logits = response_logits(policy, seq, attn, P)  # (B, R, V) at the positions predicting y_t
-            old_logp = response_logprobs(logits, response, T)  # (B, R) recomputed: exact π_old
-            entropy = entropy_from_logits(logits, T)  # (B, R)
-            ref_logp = response_logprobs(response_logits(ref_policy, seq, attn, P), response, T)  # (B, R) π_SFT
+            old_logp, entropy = response_logprobs(logits, response, T)  # (B, R) each; recomputed: exact π_old
+            ref_logits = response_logits(ref_policy, seq, attn, P)  # (B, R, V)
+            ref_logp, _ = response_logprobs(ref_logits, response, T)  # (B, R) π_SFT at the same T
             old_values = value_model.token_values(seq, attention_mask=attn)[:, P - 1:-1] * mask  # (B, R) V(s_t)
             rm_score = reward_model(seq, attention_mask=attn).float()  # (B,) r_θ(x, y), read at the last real token
             score = rm_score
@@ -477,7 +476,8 @@ def train_ppo(
             for start in range(0, B, mb_size):
                 mb = order[start:start + mb_size].to(device)
                 mb_seq, mb_attn, mb_mask = seq[mb], attn[mb], mask[mb]
-                logp = response_logprobs(response_logits(policy, mb_seq, mb_attn, P), response[mb], T)  # (b, R)
+                logits = response_logits(policy, mb_seq, mb_attn, P)  # (b, R, V)
+                logp, _ = response_logprobs(logits, response[mb], T)  # (b, R)
                 pg_loss, clipfrac, approx_kl = policy_loss(logp, old_logp[mb], advantages[mb], mb_mask, cfg.clip_range)
                 values = value_model.token_values(mb_seq, attention_mask=mb_attn)[:, P - 1:-1]  # (b, R)
                 vf_loss, vf_clipfrac = value_loss(values, old_values[mb], returns[mb], mb_mask, cfg.clip_range_value)

@@ -12,7 +12,6 @@ from minirlhf.ppo import (
     FixedKLController,
     PPOConfig,
     check_finite,
-    entropy_from_logits,
     explained_variance,
     gae_advantages,
     kl_estimators,
@@ -191,8 +190,8 @@ def test_kl_penalty_is_exactly_zero_when_policy_equals_reference():
     ref = copy.deepcopy(policy)
     seq = torch.randint(0, 50, (3, 10))
     tokens = seq[:, 5:]
-    logp = response_logprobs(response_logits(policy, seq, None, 5), tokens, temperature=0.7)
-    ref_logp = response_logprobs(response_logits(ref, seq, None, 5), tokens, temperature=0.7)
+    logp, _ = response_logprobs(response_logits(policy, seq, None, 5), tokens, temperature=0.7)
+    ref_logp, _ = response_logprobs(response_logits(ref, seq, None, 5), tokens, temperature=0.7)
     mask = torch.ones_like(logp)
     assert torch.equal(kl_penalty(logp, ref_logp), torch.zeros_like(logp))
     k1, k3 = kl_estimators(logp, ref_logp, mask)
@@ -203,11 +202,12 @@ def test_kl_penalty_is_exactly_zero_when_policy_equals_reference():
 
 def test_response_logprobs_and_entropy_apply_the_temperature():
     logits = torch.tensor([[[2.0, 0.0, -1.0]]])
-    logp = response_logprobs(logits, torch.tensor([[0]]), temperature=2.0)
+    logp, entropy = response_logprobs(logits, torch.tensor([[0]]), temperature=2.0)
     expected = torch.log_softmax(logits / 2.0, -1)
     assert logp.item() == pytest.approx(expected[0, 0, 0].item())
-    assert entropy_from_logits(logits, 2.0).item() == pytest.approx(-(expected.exp() * expected).sum().item())
-    assert entropy_from_logits(torch.zeros(1, 1, 8)).item() == pytest.approx(math.log(8))  # uniform: log V
+    assert entropy.item() == pytest.approx(-(expected.exp() * expected).sum().item())
+    _, uniform = response_logprobs(torch.zeros(1, 1, 8), torch.tensor([[3]]))
+    assert uniform.item() == pytest.approx(math.log(8))  # uniform: log V
 
 
 def test_response_logits_are_the_full_forward_at_the_predicting_positions():
