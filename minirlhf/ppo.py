@@ -368,6 +368,8 @@ def train_ppo(
         raise ValueError("cfg.ptx_coef > 0 (PPO-ptx) needs pretrain_ids, a 1-D LongTensor of pre-training tokens")
     if len(prompts) == 0:
         raise ValueError("train_ppo got no prompts; pass world.prompts('train')")
+    if policy is ref_policy:
+        raise ValueError("policy and ref_policy are the same object; pass policy=copy.deepcopy(sft), ref_policy=sft")
     if value_model is reward_model or value_model is policy:
         raise ValueError("value_model must be its own copy (copy.deepcopy(reward_model)): it is trained in place")
     device = torch.device(device) if device is not None else next(policy.parameters()).device

@@ -417,7 +417,11 @@ def test_a_nan_reward_stops_the_run_naming_the_statistic(tiny_tokenizer, one_thr
         train_ppo(policy, ref, NaNReward(), value, PROMPTS, tiny_tokenizer, _cfg(iterations=3))
 
 
-def test_train_ppo_rejects_a_prompt_that_leaves_no_room_to_answer(tiny_tokenizer):
+def test_train_ppo_rejects_bad_arguments(tiny_tokenizer):
     policy, ref, rm, value = _models(tiny_tokenizer)
+    with pytest.raises(ValueError, match="same object"):
+        train_ppo(policy, policy, rm, value, PROMPTS, tiny_tokenizer, _cfg())
+    with pytest.raises(ValueError, match="own copy"):
+        train_ppo(policy, ref, value, value, PROMPTS, tiny_tokenizer, _cfg())
     with pytest.raises(ValueError, match="max_new_tokens"):
         train_ppo(policy, ref, rm, value, PROMPTS, tiny_tokenizer, _cfg(max_new_tokens=60))
