@@ -343,7 +343,7 @@ class GPT(nn.Module):
         self.eval()
         padded = not bool(prompt_mask.all())
         # Inside the loop new tokens always count as real: a row that ended is finished, its later outputs ignored.
-        full_mask = torch.cat([prompt_mask, prompt_mask.new_ones(B, max_new_tokens)], 1) if padded else None
+        full_mask = torch.cat([prompt_mask, prompt_mask.new_ones(B, max_new_tokens)], 1).bool() if padded else None
         cache = KVCache(self.config, B, P + max_new_tokens, device, self.lm_head.weight.dtype) if use_cache else None
 
         seq = torch.cat([idx, idx.new_full((B, max_new_tokens), pad_id)], 1)  # (B, P + max_new)
@@ -357,7 +357,7 @@ class GPT(nn.Module):
         R = 0
         for t in range(max_new_tokens):
             logits = self.lm_head(x)  # (B, V)
-            tok, lp = _sample(logits, temperature, top_k, top_p, generator)
+            tok, lp = _sample(logits, temperature, top_k, top_p, generator, return_logprobs)
             if eos_token_id is not None:
                 tok = tok.masked_fill(ended, pad_id)
                 alive[:, t] = ~ended
@@ -374,7 +374,7 @@ class GPT(nn.Module):
             S = P + t + 1  # tokens in the sequence now
             if use_cache:  # feed only the newest token; its query attends to the cached keys
                 if padded:
-                    pos_t, mask_t = next_pos + t, full_mask[:, None, None, :S].bool()  # (B, 1), (B, 1, 1, S)
+                    pos_t, mask_t = next_pos + t, full_mask[:, None, None, :S]  # (B, 1), (B, 1, 1, S)
                 else:
                     pos_t, mask_t = torch.full((1, 1), S - 1, device=device), None
                 x = self._trunk(tok[:, None], pos_t, mask_t, cache)[:, -1]
@@ -428,11 +428,13 @@ class GPT(nn.Module):
             raise ValueError(f"top_p must be in (0, 1] or None; got {top_p}")
 
 
-def _sample(logits, temperature, top_k, top_p, generator):
-    """One token per row from logits (B, V); returns tokens (B,) and their log-probs (B,)."""
+def _sample(logits, temperature, top_k, top_p, generator, need_logprobs=True):
+    """One token per row from logits (B, V); returns tokens (B,) and their log-probs (B,) (None if not needed)."""
     logits = logits.float()
     if temperature == 0:  # greedy
         tok = logits.argmax(-1)  # (B,)
+        if not need_logprobs:
+            return tok, None
         return tok, F.log_softmax(logits, -1).gather(-1, tok[:, None]).squeeze(-1)
     logits = logits / temperature
     if top_k is not None and top_k < logits.size(-1):
