@@ -47,6 +47,13 @@ def _cmd_pipeline(args) -> None:
                  pretrained=args.pretrained)
 
 
+def _cmd_ship(args) -> None:
+    from minirlhf.pipeline import ship_run
+
+    written = ship_run(Path(args.run), Path(args.data))
+    print(f"shipped {len(written)} checkpoints and files from {args.run} to {args.data}/")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m minirlhf",
                                      description="minirlhf: from GPT to ChatGPT-style alignment on a toy world.")
@@ -84,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", default=None,
                    help="start from this pre-trained checkpoint instead of pre-training (e.g. data/checkpoints/pretrained)")
     p.set_defaults(func=_cmd_pipeline)
+
+    p = sub.add_parser("ship", help="copy a finished course run's checkpoints and results into data/ (for the notebooks)")
+    p.add_argument("run", nargs="?", default="runs/course", help="run folder (default runs/course)")
+    p.add_argument("--data", default="data", help="data folder of the repository (default data)")
+    p.set_defaults(func=_cmd_ship)
     return parser
 
 

@@ -338,3 +338,39 @@ def summary_table(metrics: dict, evaluation: dict) -> dict:
     return {name: {k: row[k] for k in ("gold", *ev.CRITERIA, "win_rate_vs_sft", "kl_to_sft", "rm_reward",
                                        "pretrain_val_loss", "ended", "length")}
             for name, row in evaluation["policies"].items()}
+
+
+SHIPPED_STAGES = ("pretrained", "sft", "rm", "ppo", "ppo_ptx")
+SHIPPED_FILES = ("metrics.json", "evaluation.json", "beta_sweep.json", "report.md", "comparisons_train.jsonl",
+                 "comparisons_val.jsonl")
+
+
+def ship_run(run: Path, data: Path = Path("data")) -> list[Path]:
+    """Copy a finished run's checkpoints and results under data/ so the notebooks can start from any stage.
+
+    Weights are stored as float16 (half the bytes; loading casts them back to float32), which keeps the
+    whole data/ folder small enough to live in the repository.
+    """
+    import shutil
+
+    from minirlhf.checkpoint import read_metadata
+
+    run, data = Path(run), Path(data)
+    missing = [s for s in SHIPPED_STAGES if not (run / s / "config.json").exists()]
+    missing += [f for f in SHIPPED_FILES if not (run / f).exists()]
+    if missing:
+        raise FileNotFoundError(f"{run} is not a finished run: missing {missing}; run the pipeline first")
+    written = []
+    for name in SHIPPED_STAGES:
+        model, tokenizer, meta = load_checkpoint(run / name)
+        meta = {k: v for k, v in read_metadata(run / name).items()
+                if k not in ("stage", "created", "minirlhf_version", "tokenizer_fingerprint")}
+        meta["weights_dtype"] = "float16"
+        written.append(save_checkpoint(data / "checkpoints" / name, model.half(), tokenizer, stage=name, metadata=meta))
+    (data / "run").mkdir(parents=True, exist_ok=True)
+    for name in SHIPPED_FILES + tuple(p.name for p in run.glob("*.png")):
+        tmp = data / "run" / f".{name}.tmp"
+        shutil.copyfile(run / name, tmp)
+        os.replace(tmp, data / "run" / name)
+        written.append(data / "run" / name)
+    return written
