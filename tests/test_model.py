@@ -384,3 +384,19 @@ def test_generate_accepts_a_tensor_and_restores_train_mode():
     assert g.sequences.shape[1] <= model.config.block_size
     with torch.enable_grad():
         assert not model.generate(x, 2).sequences.requires_grad
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "manual"])
+def test_gradients_stay_finite_with_padding(impl):
+    # a NaN at a padding position would poison every gradient even where the loss ignores it (NaN * 0 = NaN)
+    model = make_model()
+    model.attn_impl = impl
+    x = ids(2, 12)
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[0, :4] = 0  # left padding
+    mask[1, 9:] = 0  # right padding
+    targets = x.roll(-1, 1).masked_fill(mask == 0, -100)
+    _, loss = model(x, targets, attention_mask=mask)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
