@@ -194,10 +194,10 @@ def check_causal_lm_loss(fn) -> None:
 
 
 def parse_episode(prompt_text: str) -> tuple[list[tuple[str, str]], str]:
-    """Split a world ICL prompt ('game :\\nbobo -> red\\n...\\nkiki ->') into its examples and the query key."""
+    """Split a world ICL prompt ('game :\\nbobo red\\n...\\nkiki') into its examples and the query key."""
     lines = prompt_text.split("\n")
-    examples = [tuple(line.split(" -> ")) for line in lines[1:-1]]
-    return examples, lines[-1][: -len(" ->")]
+    examples = [tuple(line.split(" ")) for line in lines[1:-1]]
+    return examples, lines[-1]
 
 
 def _first_difference(a: str, b: str) -> int:
@@ -222,14 +222,14 @@ def check_few_shot_prompt(fn, world=None) -> None:
         if not got.startswith(PATTERN_HEADER):
             hint = f"the prompt starts with the header {PATTERN_HEADER!r} on its own line"
         elif got.rstrip() == expected and got != expected:
-            hint = (f"remove the trailing whitespace: the prompt ends with '{query} ->' and the model continues with "
+            hint = (f"remove the trailing whitespace: the prompt ends with '{query}' and the model continues with "
                     f"' {answer}' (the space belongs to the answer's token)")
         elif got == expected + " " + answer:
-            hint = "the prompt must stop at the query ('key ->'): the answer is what the model should write"
-        elif "->" not in got.replace(PATTERN_HEADER, ""):
-            hint = "each example line is 'key -> value' (with spaces around '->')"
+            hint = "the prompt must stop at the query key: the answer is what the model should write"
+        elif "->" in got or ":" in got.replace(PATTERN_HEADER, ""):
+            hint = "each example line is 'key value': the key, one space, the value (no arrow or colon)"
         else:
-            hint = "one line per example, 'key -> value', joined by '\\n', then the query line 'key ->'"
+            hint = "one line per example, 'key value', joined by '\\n', then the query key alone on the last line"
         raise AssertionError(f"your prompt differs from the world's at character {at}: yours {got[at:at + 20]!r} "
                              f"vs expected {expected[at:at + 20]!r}\n  expected: {expected!r}\n  yours:    {got!r}\n"
                              f"  for {case}; {hint}")

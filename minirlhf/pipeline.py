@@ -165,6 +165,7 @@ def stage_reward(run: Path, sft: GPT, tokenizer, world: World, cfg: PipelineConf
     from minirlhf.probes import probe_accuracy, probe_pairs
 
     torch.manual_seed(seed)
+    start = time.perf_counter()
     train = load_comparisons(run / "comparisons_train.jsonl")
     val = load_comparisons(run / "comparisons_val.jsonl")
     rm = RewardModel.from_gpt(sft)
@@ -174,7 +175,7 @@ def stage_reward(run: Path, sft: GPT, tokenizer, world: World, cfg: PipelineConf
     probes = probe_accuracy(rm, tokenizer, probe_pairs(world, world.prompts("test")))
     metrics = {"val_accuracy": accuracy["accuracy"], "val_gold_accuracy": accuracy["gold_accuracy"],
                "ceiling": ceiling_of(val), "probes": probes, "train_comparisons": len(train),
-               "seconds": sum(history.get("seconds", [0])) if isinstance(history.get("seconds"), list) else None}
+               "seconds": time.perf_counter() - start}
     save_checkpoint(run / "rm", rm, tokenizer, stage="rm", metadata={"seed": seed, "metrics": metrics, "history": history})
     return metrics
 
@@ -357,7 +358,6 @@ def ship_run(run: Path, data: Path = Path("data")) -> list[Path]:
 
     run, data = Path(run), Path(data)
     missing = [s for s in SHIPPED_STAGES if not (run / s / "config.json").exists()]
-    missing += [f for f in SHIPPED_FILES if not (run / f).exists()]
     if missing:
         raise FileNotFoundError(f"{run} is not a finished run: missing {missing}; run the pipeline first")
     written = []
@@ -369,6 +369,8 @@ def ship_run(run: Path, data: Path = Path("data")) -> list[Path]:
         written.append(save_checkpoint(data / "checkpoints" / name, model.half(), tokenizer, stage=name, metadata=meta))
     (data / "run").mkdir(parents=True, exist_ok=True)
     for name in SHIPPED_FILES + tuple(p.name for p in run.glob("*.png")):
+        if not (run / name).exists():
+            continue
         tmp = data / "run" / f".{name}.tmp"
         shutil.copyfile(run / name, tmp)
         os.replace(tmp, data / "run" / name)

@@ -50,7 +50,7 @@ OFF_TOPIC = ("the weather is nice today .", "i like to sing songs .", "my cat is
 
 TASKS = ("fact", "context", "list", "describe", "yesno")
 SPLITS = ("train", "val", "test")
-DOC_KINDS = ("facts", "story", "forum", "pattern")
+DOC_KINDS = ("facts", "story", "forum", "pattern", "song")
 ANSWER_MODES = ("correct", "wrong", "rude", "rambling", "off_topic", "endless")
 
 # One statement per attribute in several phrasings: the first is the plain one that ideal answers use.
@@ -82,7 +82,11 @@ STORY_DETAILS = {
 }
 STORY_ENDINGS = ("the end .", "they were happy .", "then {a} went to sleep .")
 
-PATTERN_HEADER = "game :"  # pattern documents and ICL episodes: "game :\nbobo -> red\nkiki -> blue\n..."
+PATTERN_HEADER = "game :"  # pattern documents and ICL episodes: "game :\nbobo red\nkiki blue\n...\nbobo"
+# Pattern lines are "key value" with nothing between: the value is predicted right after its key, so one
+# "induction head" (attend to what followed this key before, copy it) solves the task. With "key -> value" the
+# model must match the key two tokens back, a circuit a 1M-parameter model did not find in its pre-training budget.
+SONG_HEADER = "song :"    # songs repeat their verse ("song : a b c . again : a b c ."): pure copying practice
 CONSONANTS = "bdfgklmnprstvz"
 VOWELS = "aeiou"
 
@@ -107,7 +111,7 @@ class WorldConfig:
     n_entities: int = 30             # creatures with a name, a favourite colour, a food and a home
     n_documents: int = 14_000        # pre-training documents (~0.53M words, ~0.6M BPE tokens, 2.5 MB of text)
     doc_mix: dict = field(default_factory=lambda: {  # share of each document kind in the corpus
-        "facts": 0.35, "story": 0.15, "forum": 0.35, "pattern": 0.15})  # patterns are long: ~30% of tokens
+        "facts": 0.30, "story": 0.12, "forum": 0.33, "pattern": 0.15, "song": 0.10})  # patterns: ~25% of tokens
     answer_mix: dict = field(default_factory=lambda: {  # how forum answers go wrong (the model is NOT aligned)
         "correct": 0.35, "wrong": 0.15, "rude": 0.15, "rambling": 0.15, "off_topic": 0.10, "endless": 0.10})
     two_turn_prob: float = 0.25      # forum threads with a second question
@@ -270,7 +274,7 @@ class World:
     def _document(self, ch: Chooser, held_out: set[str]) -> Document:
         kind = ch.weighted(self.config.doc_mix)
         text = {"facts": self._fact_doc, "story": self._story_doc, "forum": lambda c: self._forum_doc(c, held_out),
-                "pattern": self._pattern_doc}[kind](ch)
+                "pattern": self._pattern_doc, "song": self._song_doc}[kind](ch)
         return Document(text, ch.nats)
 
     def _fact_sentence(self, ch: Chooser) -> str:
@@ -295,18 +299,24 @@ class World:
 
     def _pattern_doc(self, ch: Chooser) -> str:
         prompt, answer, _ = self._pattern(ch, ch.randint(*self.config.pattern_lines) - 1)
-        return prompt + " " + answer  # the last line "key ->" is completed like the others
+        return prompt + " " + answer  # the last line "key" is completed like the others
+
+    def _song_doc(self, ch: Chooser) -> str:
+        """A verse of random world words sung twice: the second half is predictable only by copying the first."""
+        words = [e.name for e in self.entities] + [v for vs in VALUES.values() for v in vs]
+        verse = " ".join(ch.choice(words) for _ in range(ch.randint(6, 14)))
+        return f"{SONG_HEADER} {verse} . again : {verse} ."
 
     def _pattern(self, ch: Chooser, n_shots: int) -> tuple[str, str, list[str]]:
-        """'game :\\nbobo -> red\\n...\\nkiki ->' with a fresh mapping of `pattern_keys` names to distinct colours."""
+        """'game :\\nbobo red\\n...\\nkiki' with a fresh mapping of `pattern_keys` names to distinct colours."""
         keys = ch.subset([e.name for e in self.entities], self.config.pattern_keys)
         mapping = dict(zip(keys, ch.sample(VALUES["colour"], len(keys))))
         lines = [PATTERN_HEADER]
         for _ in range(n_shots):
             k = ch.choice(keys)
-            lines.append(f"{k} -> {mapping[k]}")
+            lines.append(f"{k} {mapping[k]}")
         query = ch.choice(keys)
-        lines.append(f"{query} ->")
+        lines.append(query)
         return "\n".join(lines), mapping[query], list(VALUES["colour"])
 
     def _forum_doc(self, ch: Chooser, held_out: set[str]) -> str:
@@ -496,7 +506,7 @@ class World:
     def icl_episode(self, rng: random.Random, n_shots: int) -> tuple[str, str, list[str]]:
         """GPT-3 few-shot: (prompt_text, answer, candidates) in the pattern-document format.
 
-        prompt_text ends with 'key ->'; the model should continue with ' ' + answer. With k shots the query's
+        prompt_text ends with the query key; the model should continue with ' ' + answer. With k shots the query's
         mapping was shown with probability 1 - (3/4)^k; with 0 shots accuracy is chance (1/8).
         """
         if n_shots < 0:

@@ -95,20 +95,19 @@ def test_check_causal_lm_loss_names_the_mistake():
 # ---- 04 few-shot prompt -------------------------------------------------------------------------------------------
 
 
-def few_shot(examples, query_key, header="game :", end=" ->"):
-    return "\n".join([header] + [f"{k} -> {v}" for k, v in examples] + [query_key + end])
+def few_shot(examples, query_key, header="game :", end="", sep=" "):
+    return "\n".join([header] + [f"{k}{sep}{v}" for k, v in examples] + [query_key + end])
 
 
 def test_check_few_shot_prompt_names_the_mistake():
-    fails_with(ex.check_few_shot_prompt, lambda e, q: few_shot(e, q, end=" -> "), "trailing whitespace")
+    fails_with(ex.check_few_shot_prompt, lambda e, q: few_shot(e, q, end=" "), "trailing whitespace")
     fails_with(ex.check_few_shot_prompt, lambda e, q: few_shot(e, q, header="game:"), "header")
-    fails_with(ex.check_few_shot_prompt, lambda e, q: few_shot(e, q).replace(" -> ", ": "), "differs from the world's")
+    fails_with(ex.check_few_shot_prompt, lambda e, q: few_shot(e, q, sep=" -> "), "no arrow")
 
 
 def test_parse_episode_inverts_the_world_format():
-    assert ex.parse_episode("game :\nbobo -> red\nkiki -> blue\nbobo ->") == ([("bobo", "red"), ("kiki", "blue")],
-                                                                              "bobo")
-    assert ex.parse_episode("game :\nkiki ->") == ([], "kiki")
+    assert ex.parse_episode("game :\nbobo red\nkiki blue\nbobo") == ([("bobo", "red"), ("kiki", "blue")], "bobo")
+    assert ex.parse_episode("game :\nkiki") == ([], "kiki")
 
 
 # ---- 05 SFT labels ------------------------------------------------------------------------------------------------

@@ -272,11 +272,11 @@ def test_icl_episode_format_and_answer_consistent_with_shots(world):
     for _ in range(400):
         text, answer, candidates = world.icl_episode(rng, 4)
         lines = text.split("\n")
-        assert lines[0] == PATTERN_HEADER and len(lines) == 6 and lines[-1].endswith(" ->")
+        assert lines[0] == PATTERN_HEADER and len(lines) == 6 and " " not in lines[-1]
         assert candidates == list(VALUES["colour"]) and answer in candidates
-        shots = dict(line.split(" -> ") for line in lines[1:-1])
+        shots = dict(line.split(" ") for line in lines[1:-1])
         assert set(shots) <= names and len(set(shots.values())) == len(shots)  # a mapping to distinct colours
-        query = lines[-1][:-3]
+        query = lines[-1]
         if query in shots:
             assert shots[query] == answer
             seen_count += 1
