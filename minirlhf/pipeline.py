@@ -40,13 +40,14 @@ class PipelineConfig:
     block_size: int = 128               # context window: the longest prompt plus an answer must fit
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
-    k: int = 4                          # responses ranked per prompt (InstructGPT: 4 to 9)
+    k: int = 6                          # responses ranked per prompt (InstructGPT: 4 to 9): C(6,2) = 15 pairs
+    comparison_rounds: int = 2          # times each training prompt is sampled and ranked (toy scale: more data)
     comparison_temperatures: tuple = (0.7, 1.0, 1.3)   # sampled from several policies and temperatures
-    reward: RewardConfig = field(default_factory=RewardConfig)
-    ppo: PPOConfig = field(default_factory=PPOConfig)
+    reward: RewardConfig = field(default_factory=lambda: RewardConfig(lr=3e-4))
+    ppo: PPOConfig = field(default_factory=lambda: PPOConfig(iterations=60, lr=2e-5))
     ptx_coef: float = 1.0               # γ of PPO-ptx (the PPO run uses 0)
-    sweep_betas: tuple = (0.0, 0.03, 0.1, 0.3)   # β values of the reward–KL frontier
-    sweep_iterations: int = 40          # PPO iterations per sweep point
+    sweep_betas: tuple = (0.0, 0.03, 0.3)   # β values of the reward–KL frontier (the main run has β = 0.1)
+    sweep_iterations: int = 30          # PPO iterations per sweep point
     best_of_n: tuple = (1, 2, 4, 8, 16)
     max_new_tokens: int = 24            # answer length cap everywhere
     eval_temperature: float = 1.0       # answers are sampled (greedy decoding hides the differences)
@@ -60,6 +61,7 @@ def pipeline_config(preset: str) -> PipelineConfig:
             pretrain=PretrainConfig(steps=150, batch_size=16, lr=3e-3, min_lr=3e-4, warmup_steps=20, eval_every=50),
             sft=SFTConfig(epochs=3, lr=1e-3),
             reward=RewardConfig(epochs=1, lr=3e-4),
+            k=4, comparison_rounds=1,
             ppo=PPOConfig(iterations=4, batch_size=16, max_new_tokens=16, show_progress=False),
             sweep_betas=(0.0, 0.3), sweep_iterations=2, best_of_n=(1, 4), max_new_tokens=16,
         )
@@ -151,10 +153,12 @@ def stage_sft(run: Path, pretrained: GPT, tokenizer, world: World, cfg: Pipeline
 def stage_comparisons(run: Path, policies: dict, tokenizer, world: World, cfg: PipelineConfig, seed: int) -> dict:
     """Sample K answers per prompt from several policies and temperatures; rank them with the noisy labeler."""
     start = time.perf_counter()
-    for split, offset in (("train", 0), ("val", 1)):
-        comparisons = sample_comparisons(world.prompts(split), policies, tokenizer, world, k=cfg.k,
-                                         temperatures=cfg.comparison_temperatures, seed=seed + offset,
-                                         max_new_tokens=cfg.max_new_tokens)
+    for split, rounds in (("train", cfg.comparison_rounds), ("val", 1)):
+        comparisons = []
+        for r in range(rounds):
+            comparisons += sample_comparisons(world.prompts(split), policies, tokenizer, world, k=cfg.k,
+                                              temperatures=cfg.comparison_temperatures,
+                                              seed=seed + 1000 * r + (split == "val"), max_new_tokens=cfg.max_new_tokens)
         save_comparisons(run / f"comparisons_{split}.jsonl", comparisons)
     return {"seconds": time.perf_counter() - start}
 
