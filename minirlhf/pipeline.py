@@ -8,14 +8,12 @@ whose output exists, so an interrupted run (Ctrl-C) keeps what it finished.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
-
-import copy
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import torch
 
@@ -25,8 +23,14 @@ from minirlhf.comparisons import ceiling_of, load_comparisons, sample_comparison
 from minirlhf.model import GPT, get_config, pick_device
 from minirlhf.ppo import PPOConfig, train_ppo
 from minirlhf.pretrain import PretrainConfig, evaluate_loss, pretrain, split_stream, token_stream
-from minirlhf.reward import (RewardConfig, RewardModel, normalize_reward, pairwise_accuracy, score_responses,
-                             train_reward_model)
+from minirlhf.reward import (
+    RewardConfig,
+    RewardModel,
+    normalize_reward,
+    pairwise_accuracy,
+    score_responses,
+    train_reward_model,
+)
 from minirlhf.sft import SFTConfig, train_sft
 from minirlhf.tokenizer import train_tokenizer
 from minirlhf.world import World, WorldConfig

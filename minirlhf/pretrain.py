@@ -98,6 +98,19 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas
     return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
 
+def optimizer_step(model: torch.nn.Module, optimizer, loss: torch.Tensor, lr: float, grad_clip: float,
+                   where: str) -> None:
+    """One step at learning rate `lr`: refuse a non-finite loss, backpropagate, clip the global norm, update."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{where}: the loss is {loss.item()}; lower the learning rate")
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+
+
 @torch.no_grad()
 def evaluate_loss(model: GPT, stream: torch.Tensor, batch_size: int = 32, max_batches: int | None = None) -> float:
     """Mean next-token NLL (nats/token) on consecutive windows of a stream (deterministic)."""
@@ -137,17 +150,10 @@ def pretrain(model: GPT, train_ids: torch.Tensor, val_ids: torch.Tensor, cfg: Pr
     bar = tqdm(range(cfg.steps), desc="pre-train", disable=not progress, mininterval=1.0)
     for step in bar:
         lr = lr_at(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         x, y = get_batch(train_ids, model.config.block_size, cfg.batch_size, generator)
         logits, _ = model(x.to(device))
         loss = causal_lm_loss(logits, y.to(device))   # −L1/N on this batch
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"pre-training step {step}: the loss is {loss.item()}; lower the learning rate")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+        optimizer_step(model, optimizer, loss, lr, cfg.grad_clip, f"pre-training step {step}")
         history["step"].append(step)
         history["train_loss"].append(loss.item())
         history["lr"].append(lr)

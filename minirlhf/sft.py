@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minirlhf.model import GPT
-from minirlhf.pretrain import causal_lm_loss, make_optimizer
+from minirlhf.pretrain import causal_lm_loss, make_optimizer, optimizer_step
 from minirlhf.tokenizer import encode_chat_prompt
 
 
@@ -126,17 +126,10 @@ def train_sft(model: GPT, tokenizer, demonstrations: list[tuple[str, str]], cfg:
         order = torch.randperm(len(train), generator=generator).tolist()
         for i in range(0, len(order), cfg.batch_size):
             lr = cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * step / total_steps)))
-            for group in optimizer.param_groups:
-                group["lr"] = lr
             ids, labels, mask = collate([train[j] for j in order[i:i + cfg.batch_size]], tokenizer.pad_token_id,
                                         model.config.block_size)
             loss = masked_sft_loss(model, ids.to(device), labels.to(device), mask.to(device))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"SFT epoch {epoch}, step {step}: the loss is {loss.item()}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            optimizer_step(model, optimizer, loss, lr, cfg.grad_clip, f"SFT epoch {epoch}, step {step}")
             history["step"].append(step)
             history["train_loss"].append(loss.item())
             step += 1

@@ -4,8 +4,15 @@ import pytest
 import torch
 
 from minirlhf.model import GPT, get_config
-from minirlhf.pretrain import (PretrainConfig, causal_lm_loss, get_batch, lr_at, pretrain, split_stream,
-                               token_stream)
+from minirlhf.pretrain import (
+    PretrainConfig,
+    causal_lm_loss,
+    get_batch,
+    lr_at,
+    pretrain,
+    split_stream,
+    token_stream,
+)
 
 
 def test_causal_lm_loss_matches_hand_computed_nll():

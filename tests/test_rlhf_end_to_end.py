@@ -8,7 +8,7 @@ import torch
 from minirlhf.gold import gold_score
 from minirlhf.ppo import PPOConfig, train_ppo
 from minirlhf.shipped import load_stage
-from minirlhf.tokenizer import SPECIAL_IDS, USER, ASSISTANT
+from minirlhf.tokenizer import ASSISTANT, SPECIAL_IDS
 from minirlhf.world import default_world
 
 
