@@ -31,7 +31,7 @@ def _cmd_sample(args) -> None:
 
     model, tokenizer, meta = load_checkpoint(args.checkpoint)
     generator = torch.Generator().manual_seed(args.seed)
-    prompts = args.prompt or ["what colour does bobo like ?", "name two foods .", "tell me about kiki ."]
+    prompts = args.prompt or ["what colour does kika like ?", "name two foods .", "tell me about dema ."]
     print(f"# {args.checkpoint} (stage: {meta.get('stage')}), temperature {args.temperature}")
     for text in prompts:
         for _ in range(args.n):

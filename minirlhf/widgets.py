@@ -27,9 +27,9 @@ from minirlhf.gold import NoisyRanker, gold_score
 from minirlhf.world import Prompt
 
 EXAMPLE_PROMPTS = {  # what the playground fallback shows: a chat question, GPT-2's zero-shot, GPT-3's few-shot
-    "chat": ("what colour does bobo like ?", True),
-    "zero-shot": ("bobo lives in a", False),
-    "few-shot": ("game :\nbobo -> red\nkiki -> blue\nbobo ->", False),
+    "chat": ("what colour does kika like ?", True),
+    "zero-shot": ("dema lives in a", False),
+    "few-shot": ("game :\nfase red\ndiko blue\nfase", False),
 }
 
 
@@ -66,7 +66,7 @@ def playground_reply(models: dict, tokenizer, model_name: str, prompt: str, temp
     """One sampled answer of models[model_name] to `prompt`, reproducible for a given seed.
 
     chat=True: the prompt is the user's turn of a chat ("<|user|>prompt\\n<|assistant|>"), as for SFT/PPO models.
-    chat=False: raw text to continue, as a pre-trained model sees it: "bobo lives in a" (GPT-2 zero-shot) or a
+    chat=False: raw text to continue, as a pre-trained model sees it: "dema lives in a" (GPT-2 zero-shot) or a
     "game :" pattern with examples (GPT-3 few-shot). temperature 0 = greedy; top_k 0 or None = no top-k filter.
     """
     if model_name not in models:
@@ -460,7 +460,7 @@ class ChatSession:
         return "\n".join(f"{names[m['role']]:>5}: {m['content']}" for m in self.messages)
 
 
-DEFAULT_CHAT = ("what colour does bobo like ?", "tell me about kiki in two sentences .")
+DEFAULT_CHAT = ("what colour does kika like ?", "tell me about dema in two sentences .")
 
 
 def chat_fallback(model, tokenizer, messages=DEFAULT_CHAT, temperature: float = 0.7, seed: int = 0,
@@ -490,7 +490,7 @@ def chat_ui(session_or_models, tokenizer=None, temperature: float = 0.7, seed: i
             raise ValueError("chat_ui needs a ChatSession, or a non-empty {name: model} dict and the tokenizer")
         first = next(iter(models.values()))
         state = {"session": ChatSession(first, tokenizer, temperature=temperature, seed=seed)}
-    text = w.Text(placeholder="ask something, e.g. what colour does bobo like ?", layout=w.Layout(width="70%"))
+    text = w.Text(placeholder="ask something, e.g. what colour does kika like ?", layout=w.Layout(width="70%"))
     send = w.Button(description="Send", button_style="primary")
     reset = w.Button(description="Reset")
     out = w.Output(layout=w.Layout(border="1px solid #ccc", min_height="80px"))

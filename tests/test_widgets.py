@@ -232,7 +232,7 @@ def test_prompt_playground_builds_and_generates(models, tiny_tokenizer, capsys):
     assert (find(ui, w.IntSlider)[0].min, find(ui, w.IntSlider)[0].max) == (0, 50)
     assert find(ui, w.Checkbox)[0].value is True and find(ui, w.Textarea) and find(ui, w.Output)
     find(ui, w.Button)[0].click()  # outside a kernel the Output widget lets prints through
-    expected = widgets.playground_reply(models, tiny_tokenizer, "pretrained", "what colour does bobo like ?",
+    expected = widgets.playground_reply(models, tiny_tokenizer, "pretrained", "what colour does kika like ?",
                                         0.7, 0, 0, 8, True)
     assert expected in capsys.readouterr().out
 
@@ -277,7 +277,7 @@ def test_chat_ui_builds_with_a_session_or_several_models(model, models, tiny_tok
 def test_fallbacks_print_deterministic_examples(models, model, tiny_tokenizer, session, capsys):
     text = widgets.playground_fallback(models, tiny_tokenizer, max_new_tokens=6)
     assert text == widgets.playground_fallback(models, tiny_tokenizer, max_new_tokens=6)
-    assert "bobo lives in a" in text and "[playground]" in capsys.readouterr().out
+    assert "dema lives in a" in text and "[playground]" in capsys.readouterr().out
     text = widgets.labeling_fallback(session)
     assert "gold order" in text and session.position == 0  # a preview: labels nothing
     assert "β = 0.1" in widgets.beta_fallback(POINTS, {0.1: ["bobo likes red ."]})
