@@ -286,6 +286,9 @@ def run_pipeline(run: Path, preset: str = "course", seed: int = 0, resume: bool 
         pre_dir = run / "pretrained"
         stage("pretrained", pre_dir, lambda: read_stage_metrics(
             stage_pretrain(pre_dir, preset, seed, world=world, progress=progress, cfg=cfg)))
+    if "pretrained" not in metrics:   # made earlier (--resume, --pretrained): its metrics live in its metadata
+        metrics["pretrained"] = read_stage_metrics(pre_dir)
+        timing.setdefault("pretrained", metrics["pretrained"].get("seconds"))
     base, tokenizer, _ = load_checkpoint(pre_dir, device=device)
     _, val_ids = pretrain_stream(world, tokenizer)
     train_ids, _ = pretrain_stream(world, tokenizer)
