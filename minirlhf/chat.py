@@ -1,7 +1,8 @@
 """Talking to a model in the chat format: batched responses to prompts, and a multi-turn conversation.
 
-Every stage that samples answers (SFT's evaluation, comparison data, PPO's rollouts, the final ChatGPT-style
-example) goes through `generate_responses`, so they all format prompts, stop at EOS and decode the same way.
+Comparison data and the labeling UI sample answers through `generate_responses`, the chat widget and the CLI
+through `chat_turn`. Evaluation (`evaluate.sample_answers`) and PPO's rollouts call `model.generate` themselves
+because they also need the token sequences, to compute log-probabilities and KL.
 """
 
 from __future__ import annotations

@@ -290,8 +290,7 @@ def run_pipeline(run: Path, preset: str = "course", seed: int = 0, resume: bool 
         metrics["pretrained"] = read_stage_metrics(pre_dir)
         timing.setdefault("pretrained", metrics["pretrained"].get("seconds"))
     base, tokenizer, _ = load_checkpoint(pre_dir, device=device)
-    _, val_ids = pretrain_stream(world, tokenizer)
-    train_ids, _ = pretrain_stream(world, tokenizer)
+    train_ids, val_ids = pretrain_stream(world, tokenizer)
 
     # 1. SFT on demonstrations
     stage("sft", run / "sft", lambda: stage_sft(run, base, tokenizer, world, cfg, seed, progress))
