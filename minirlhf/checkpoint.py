@@ -85,6 +85,20 @@ def _write_text(path: Path, text: str) -> None:
         os.fsync(f.fileno())
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file atomically: into a temp file beside it, then os.replace (readers never see half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        _write_text(tmp, text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def _fsync(path: Path) -> None:
     """Flush a file or folder to disk, so a crash after the rename cannot leave empty files behind."""
     fd = os.open(path, os.O_RDONLY)

@@ -21,7 +21,6 @@ import dataclasses
 import itertools
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import torch
 
 from minirlhf.chat import generate_responses
+from minirlhf.checkpoint import write_text_atomic
 from minirlhf.gold import NoisyRanker, agreement_ceiling, gold_score
 
 MIN_K, MAX_K = 4, 9  # InstructGPT: "between K = 4 and K = 9 responses to rank" (§3.5)
@@ -151,18 +151,7 @@ def sample_comparisons(prompts: Sequence, policies: dict, tokenizer, world, k: i
 
 def save_comparisons(path: str | os.PathLike, comparisons: Sequence[Comparison]) -> Path:
     """Write one JSON object per line, atomically (a temp file in the same folder, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for c in comparisons:
-                f.write(json.dumps(asdict(c), ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, "".join(json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in comparisons))
 
 
 REQUIRED_FIELDS = ("prompt", "responses", "ended", "ranking", "gold", "sources", "labeler")

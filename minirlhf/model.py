@@ -83,6 +83,31 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, T)
 
 
+def pad_right(rows, pad_value: int, block_size: int, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad lists of token ids into (ids (B, T), attention_mask (B, T)); refuse rows longer than block_size."""
+    if len(rows) == 0:
+        raise ValueError("no sequences to batch")
+    longest = max(len(r) for r in rows)
+    if longest > block_size:
+        raise ValueError(f"a sequence is {longest} tokens but the model's context is {block_size}; "
+                         "shorten it (fewer new tokens, a shorter prompt) or use a larger block_size")
+    ids = torch.full((len(rows), longest), pad_value, dtype=torch.long)
+    mask = torch.zeros(len(rows), longest, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)] = torch.as_tensor(row, dtype=torch.long)
+        mask[i, :len(row)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) position of the rightmost real token (mask == 1) of each row; left or right padding alike."""
+    real = attention_mask.bool()
+    if not real.any(dim=1).all():
+        raise ValueError("a row of attention_mask is all zeros: every sequence needs at least one real token")
+    positions = torch.arange(real.shape[1], device=real.device).expand_as(real)  # (B, T)
+    return torch.where(real, positions, -1).max(dim=1).values                      # (B,)
+
+
 class KVCache:
     """Keys and values of every layer for the tokens seen so far, preallocated for ``max_len`` positions.
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from minirlhf import evaluate as ev
-from minirlhf.checkpoint import load_checkpoint, save_checkpoint
+from minirlhf.checkpoint import load_checkpoint, save_checkpoint, write_text_atomic
 from minirlhf.comparisons import ceiling_of, load_comparisons, sample_comparisons, save_comparisons
 from minirlhf.model import GPT, get_config, pick_device
 from minirlhf.ppo import PPOConfig, train_ppo
@@ -85,10 +85,8 @@ def corpus_entropy_floor(documents, tokenizer) -> float:
 
 
 def write_json_atomic(path: Path, data) -> None:
-    """Write JSON to a temp file, then rename: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=float))
-    os.replace(tmp, path)
+    """Write JSON atomically: a reader (or a crash) never sees half a file."""
+    write_text_atomic(path, json.dumps(data, indent=2, default=float))
 
 
 def pretrain_stream(world: World, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -381,8 +379,11 @@ def ship_run(run: Path, data: Path = Path("data")) -> list[Path]:
     for name in SHIPPED_FILES + tuple(p.name for p in run.glob("*.png")):
         if not (run / name).exists():
             continue
-        tmp = data / "run" / f".{name}.tmp"
-        shutil.copyfile(run / name, tmp)
-        os.replace(tmp, data / "run" / name)
+        if name.endswith(".png"):
+            tmp = data / "run" / f".{name}.tmp"
+            shutil.copyfile(run / name, tmp)
+            os.replace(tmp, data / "run" / name)
+        else:
+            write_text_atomic(data / "run" / name, (run / name).read_text())
         written.append(data / "run" / name)
     return written

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from minirlhf.model import last_token_index
+
 # ----------------------------------------------------------------------------------------------------------------
 # Configuration
 # ----------------------------------------------------------------------------------------------------------------
@@ -101,12 +103,6 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     n = mask.sum()
     mean = (x * mask).sum() / n.clamp(min=1)
     return (((x - mean) ** 2) * mask).sum() / (n - 1).clamp(min=1)
-
-
-def last_token_index(mask: torch.Tensor) -> torch.Tensor:
-    """(B,) index of the rightmost mask == 1 in each row (0 for an all-zero row)."""
-    positions = torch.arange(mask.shape[1], device=mask.device)  # (R,)
-    return (mask.long() * positions).argmax(dim=1)  # (B,)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import random
 
 import torch
 
-from minirlhf.model import GPT, token_logprobs
+from minirlhf.model import GPT, pad_right, token_logprobs
 
 
 @torch.no_grad()
@@ -32,18 +32,11 @@ def continuation_logprobs(model: GPT, tokenizer, context: str, continuations: li
         raise ValueError(f"the prompt plus answer is {longest} tokens but the model's context is "
                          f"{model.config.block_size}; use fewer shots or a larger block_size")
     device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id
-    rows = [ctx + c for c in conts]
-    T = max(len(r) for r in rows)
-    ids = torch.full((len(rows), T), pad, dtype=torch.long)
-    mask = torch.zeros(len(rows), T, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.tensor(r)
-        mask[i, :len(r)] = 1
+    ids, mask = pad_right([ctx + c for c in conts], tokenizer.pad_token_id, model.config.block_size, device)
     model.eval()
-    logits, _ = model(ids.to(device), attention_mask=mask.to(device))            # (N, T, V)
-    logp = token_logprobs(logits[:, :-1], ids[:, 1:].to(device))                 # (N, T-1): log P(u_t | u_<t)
-    scores = torch.zeros(len(rows), device=device)
+    logits, _ = model(ids, attention_mask=mask)                                  # (N, T, V)
+    logp = token_logprobs(logits[:, :-1], ids[:, 1:])                            # (N, T-1): log P(u_t | u_<t)
+    scores = torch.zeros(len(conts), device=device)
     for i, c in enumerate(conts):
         start = len(ctx) - 1                                                     # position predicting c[0]
         scores[i] = logp[i, start:start + len(c)].sum()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from minirlhf.checkpoint import read_metadata
+from minirlhf.checkpoint import read_metadata, write_text_atomic
 
 POLICY_NAMES = {"pretrained": "pre-trained (prompted)", "sft": "SFT", "ppo": "PPO", "ppo_ptx": "PPO-ptx"}
 
@@ -118,8 +117,4 @@ def write_report(run: Path, metrics: dict) -> Path:
     evaluation = json.loads((run / "evaluation.json").read_text()) if (run / "evaluation.json").exists() else None
     sweep = json.loads((run / "beta_sweep.json").read_text())["points"] if (run / "beta_sweep.json").exists() else None
     figures = write_figures(run, metrics)
-    path = run / "report.md"
-    tmp = path.with_name(f".report.md.tmp-{os.getpid()}")
-    tmp.write_text(report_markdown(metrics, evaluation, sweep, figures))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(run / "report.md", report_markdown(metrics, evaluation, sweep, figures))

@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from minirlhf.model import GPT, GPTConfig
+from minirlhf.model import GPT, GPTConfig, last_token_index, pad_right
 from minirlhf.tokenizer import encode_chat_prompt
 
 # ----------------------------------------------------------------------------------------------------------
@@ -70,22 +70,9 @@ class RewardModel(nn.Module):
     def forward(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """r_θ(x, y) for each row: the head at the LAST REAL token (left or right padding alike). Returns (B,)."""
         values = self.token_values(idx, attention_mask)                     # (B, T)
-        return values.gather(1, last_token_index(idx, attention_mask).unsqueeze(1)).squeeze(1)  # (B,)
-
-
-def last_token_index(idx: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-    """Position of the rightmost real token (mask == 1) in each row: (B,) long. No mask: T − 1."""
-    B, T = idx.shape
-    if attention_mask is None:
-        return torch.full((B,), T - 1, dtype=torch.long, device=idx.device)
-    if attention_mask.shape != idx.shape:
-        raise ValueError(f"attention_mask is {tuple(attention_mask.shape)} but idx is {tuple(idx.shape)}; "
-                         "they must have the same (B, T) shape")
-    real = attention_mask.bool()
-    if not real.any(dim=1).all():
-        raise ValueError("a row of attention_mask is all zeros: every sequence needs at least one real token")
-    positions = torch.arange(T, device=idx.device).expand(B, T)            # (B, T)
-    return torch.where(real, positions, -1).max(dim=1).values              # (B,)
+        if attention_mask is None:
+            return values[:, -1]
+        return values.gather(1, last_token_index(attention_mask).unsqueeze(1)).squeeze(1)  # (B,)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -158,21 +145,6 @@ def encode_response(tokenizer, prompt, response: str, ended: bool) -> list[int]:
     ids = encode_chat_prompt(tokenizer, _prompt_text(prompt))
     ids = ids + tokenizer.encode(response, add_special_tokens=False)
     return ids + [tokenizer.eos_token_id] if ended else ids
-
-
-def pad_right(rows: Sequence[Sequence[int]], pad_id: int, block_size: int,
-              device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token rows into (ids (B, T), attention_mask (B, T)); refuse rows longer than block_size."""
-    longest = max(len(r) for r in rows)
-    if longest > block_size:
-        raise ValueError(f"a prompt + response is {longest} tokens but the model's context is {block_size}; "
-                         "generate fewer new tokens or use a larger block_size")
-    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(rows), longest, dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[i, :len(row)] = 1
-    return ids.to(device), mask.to(device)
 
 
 def _device(module: nn.Module) -> torch.device:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
-from minirlhf.model import GPT
+from minirlhf.model import GPT, pad_right
 from minirlhf.pretrain import causal_lm_loss, make_optimizer, optimizer_step
 from minirlhf.tokenizer import encode_chat_prompt
 
@@ -49,17 +49,9 @@ def sft_example(tokenizer, prompt_text: str, response: str, ended: bool = True) 
 
 
 def collate(examples: list[tuple[list[int], list[int]]], pad_id: int, block_size: int):
-    """Right-pad a list of (ids, labels) into tensors (B, T) with an attention mask."""
-    T = max(len(ids) for ids, _ in examples)
-    if T > block_size:
-        raise ValueError(f"an SFT example is {T} tokens but the model's context is {block_size}")
-    ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), T), -100, dtype=torch.long)
-    mask = torch.zeros((len(examples), T), dtype=torch.long)
-    for i, (x, y) in enumerate(examples):
-        ids[i, :len(x)] = torch.tensor(x)
-        labels[i, :len(y)] = torch.tensor(y)
-        mask[i, :len(x)] = 1
+    """Right-pad a list of (ids, labels) into tensors (B, T) with an attention mask; padding is never a target."""
+    ids, mask = pad_right([x for x, _ in examples], pad_id, block_size)
+    labels, _ = pad_right([y for _, y in examples], -100, block_size)
     return ids, labels, mask
 
 

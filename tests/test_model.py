@@ -400,3 +400,16 @@ def test_gradients_stay_finite_with_padding(impl):
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_pad_right_and_last_token_index():
+    from minirlhf.model import last_token_index, pad_right
+
+    ids, mask = pad_right([[5, 6, 7], [8]], pad_value=1, block_size=8)
+    assert ids.tolist() == [[5, 6, 7], [8, 1, 1]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert last_token_index(mask).tolist() == [2, 0]
+    assert last_token_index(torch.tensor([[0, 0, 1, 1], [0, 1, 1, 0]])).tolist() == [3, 2]   # left and mixed padding
+    with pytest.raises(ValueError, match="all zeros"):
+        last_token_index(torch.tensor([[0, 0]]))
+    with pytest.raises(ValueError, match="context is 2"):
+        pad_right([[1, 2, 3]], 0, block_size=2)

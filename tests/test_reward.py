@@ -8,13 +8,12 @@ import pytest
 import torch
 
 from minirlhf.comparisons import Comparison
-from minirlhf.model import GPT, get_config
+from minirlhf.model import GPT, get_config, pad_right
 from minirlhf.reward import (
     RewardConfig,
     RewardModel,
     encode_response,
     normalize_reward,
-    pad_right,
     pairwise_accuracy,
     pairwise_loss,
     score_responses,
