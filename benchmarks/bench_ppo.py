@@ -17,8 +17,10 @@ from pathlib import Path
 
 import torch
 
+from minirlhf.course.shipped import RUN, load_stage
+from minirlhf.evaluate import rollout_gold
 from minirlhf.ppo import PPOConfig, train_ppo
-from minirlhf.shipped import RUN, load_stage
+from minirlhf.tokenizer import encode_chat_prompt
 from minirlhf.world import default_world
 
 
@@ -26,10 +28,12 @@ def bench_ppo(iterations: int, batch_size: int) -> dict:
     sft, tokenizer, _ = load_stage("sft")
     rm, _, _ = load_stage("rm", tokenizer=tokenizer)
     world = default_world()
-    cfg = PPOConfig(iterations=iterations, batch_size=batch_size, show_progress=False)
+    prompts = world.prompts("train")
+    cfg = PPOConfig(iterations=iterations, batch_size=batch_size)
     start = time.perf_counter()
-    _, _, h = train_ppo(copy.deepcopy(sft), sft, rm, copy.deepcopy(rm), world.prompts("train"), tokenizer, cfg,
-                        world=world)
+    _, h = train_ppo(copy.deepcopy(sft).requires_grad_(True), [encode_chat_prompt(tokenizer, p) for p in prompts],
+                     cfg, reference=sft, reward_model=rm, value_model=copy.deepcopy(rm).requires_grad_(True),
+                     tokenizer=tokenizer, eval_fn=rollout_gold(world, prompts, tokenizer), progress=False)
     total = time.perf_counter() - start
     skip = 1 if iterations > 1 else 0                      # the first iteration warms up caches and allocators
     mean = lambda k: sum(h[k][skip:]) / len(h[k][skip:])   # noqa: E731

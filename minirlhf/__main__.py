@@ -48,7 +48,7 @@ def _cmd_pipeline(args) -> None:
 
 
 def _cmd_ship(args) -> None:
-    from minirlhf.pipeline import ship_run
+    from minirlhf.course.shipped import ship_run
 
     written = ship_run(Path(args.run), Path(args.data))
     print(f"shipped {len(written)} checkpoints and files from {args.run} to {args.data}/")

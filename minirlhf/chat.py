@@ -23,15 +23,16 @@ class Response:
 
 
 @torch.no_grad()
-def generate_responses(model: GPT, tokenizer, prompt_texts: list[str], max_new_tokens: int = 32,
+def generate_responses(model: GPT, tokenizer, prompts: list, max_new_tokens: int = 32,
                        temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                        generator: torch.Generator | None = None, batch_size: int = 64) -> list[Response]:
-    """Answer each user message (plain text, no chat markers) in one chat turn."""
-    if not prompt_texts:
+    """Answer each prompt in one chat turn. A prompt: a user message (plain text, no chat markers), or a world
+    Prompt, whose earlier turns (its history) come first (`tokenizer.chat_prompt`)."""
+    if not prompts:
         raise ValueError("no prompts given")
     responses: list[Response] = []
-    for i in range(0, len(prompt_texts), batch_size):
-        chunk = [encode_chat_prompt(tokenizer, t) for t in prompt_texts[i:i + batch_size]]
+    for i in range(0, len(prompts), batch_size):
+        chunk = [encode_chat_prompt(tokenizer, p) for p in prompts[i:i + batch_size]]
         out = model.generate(chunk, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                              generator=generator)

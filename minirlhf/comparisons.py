@@ -2,7 +2,7 @@
 
 For each prompt x, K responses y_1..y_K are sampled (the paper: K = 4..9) and a labeler ranks them best to
 worst. InstructGPT drew the responses from SEVERAL models (earlier policies, the SFT model, different
-sampling settings), not only from the SFT model. The toy world shows why (shared/CALIBRATION.md): K samples
+sampling settings), not only from the SFT model. The toy world shows why (docs/calibration.md): K samples
 from one SFT model are near-duplicates, most pairs are ties, and the reward model then learns nothing about
 repetitions, rudeness or a missing end token — exactly what PPO goes on to exploit. So responses here are
 spread over several policies and temperatures, and exact duplicates are resampled.
@@ -29,7 +29,7 @@ import torch
 
 from minirlhf.chat import generate_responses
 from minirlhf.checkpoint import write_text_atomic
-from minirlhf.gold import NoisyRanker, agreement_ceiling, gold_score
+from minirlhf.world.gold import NoisyRanker, agreement_ceiling, gold_score
 
 MIN_K, MAX_K = 4, 9  # InstructGPT: "between K = 4 and K = 9 responses to rank" (§3.5)
 
@@ -119,7 +119,7 @@ def sample_comparisons(prompts: Sequence, policies: dict, tokenizer, world, k: i
             slots = [(i, j) for i, j in todo if slot_source[i][j] == s]
             if not slots:
                 continue
-            out = generate_responses(policies[name], tokenizer, [prompts[i].text for i, _ in slots],
+            out = generate_responses(policies[name], tokenizer, [prompts[i] for i, _ in slots],
                                      max_new_tokens=max_new_tokens, temperature=temperature,
                                      generator=generators[s], batch_size=batch_size)
             for (i, j), r in zip(slots, out):

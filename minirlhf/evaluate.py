@@ -2,26 +2,26 @@
 
 For each policy, on held-out test prompts (Ouyang et al. 2022, §4):
   - the gold score and each criterion (helpful, honest, harmless, well-formed), from *sampled* answers
-    (greedy decoding hides the differences: CALIBRATION.md);
+    (greedy decoding hides the differences: docs/calibration.md);
   - the win rate against SFT: how often the gold labeler prefers this policy's answer to SFT's answer for the
     same prompt (ties count half), the paper's headline "preferred to SFT 175B" number;
   - KL(π ‖ π_SFT) of the sampled answers (in nats per answer);
   - the pre-training validation loss, the "alignment tax" that PPO-ptx is meant to reduce;
   - best-of-n on the SFT policy: pick the RM's favourite of n samples, whose KL to SFT is analytic:
-    KL_bon = log n − (n − 1)/n (Stiennon et al. 2020, App. G.3).
+    KL_bon = log n − (n − 1)/n (Stiennon et al. 2020, App. G.3);
+  - whether the chat uses its history: follow-up questions answered with and without the first turn.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from minirlhf.gold import gold_score
-from minirlhf.model import GPT
-from minirlhf.ppo import response_logprobs
+from minirlhf.model import GPT, response_logits, token_logprobs
 from minirlhf.tokenizer import encode_chat_prompt
+from minirlhf.world.gold import gold_score
 
 CRITERIA = ("helpful", "honest", "harmless", "well_formed")
 
@@ -51,7 +51,7 @@ def sample_answers(model: GPT, tokenizer, world, prompts: list, temperature: flo
         raise ValueError("no prompts to evaluate on")
     model.eval()
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    encoded = [encode_chat_prompt(tokenizer, p.text) for p in prompts]
+    encoded = [encode_chat_prompt(tokenizer, p) for p in prompts]   # with the history of multi-turn prompts
     out = model.generate(encoded, max_new_tokens, temperature=temperature, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, generator=generator)
     texts = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in out.response_ids]
@@ -66,14 +66,24 @@ def answer_logprobs(model: GPT, samples: Samples, temperature: float = 1.0) -> t
     """(B,) log π(y|x) of each sampled answer: Σ_t log π(y_t | x, y_<t) at the sampling temperature."""
     device = next(model.parameters()).device
     seq, mask, P = samples.sequences.to(device), samples.attention_mask.to(device), samples.prompt_length
-    logits, _ = model(seq, attention_mask=mask)                                 # (B, P+R, V)
-    logp, _ = response_logprobs(logits[:, P - 1:-1], seq[:, P:], temperature)   # (B, R)
+    logp = token_logprobs(response_logits(model, seq, mask, P), seq[:, P:], temperature)    # (B, R)
     return (logp * mask[:, P:]).sum(dim=1).cpu()
 
 
 def kl_to_reference(policy: GPT, reference: GPT, samples: Samples, temperature: float = 1.0) -> float:
     """KL(π ‖ π_ref) ≈ mean over sampled answers of log π(y|x) − log π_ref(y|x) (nats per answer)."""
     return float((answer_logprobs(policy, samples, temperature) - answer_logprobs(reference, samples, temperature)).mean())
+
+
+def rollout_gold(world, prompts: list, tokenizer):
+    """An eval_fn for ppo.train_ppo: the gold labeler's mean score of each rollout's responses, logged as "gold"
+    (never trained on). prompts: the world Prompts whose encodings were given to train_ppo, in the same order."""
+    def eval_fn(rollout) -> dict:
+        texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in rollout.response_ids]
+        golds = [gold_score(world, prompts[i], text, ended)
+                 for i, text, ended in zip(rollout.prompt_index, texts, rollout.ended.tolist())]
+        return {"gold": sum(g.total for g in golds) / len(golds)}
+    return eval_fn
 
 
 def win_rate(scores: list[float], baseline: list[float], tie_tolerance: float = 1e-9) -> float:
@@ -115,3 +125,32 @@ def best_of_n(policy: GPT, reward_model, tokenizer, world, prompts: list, n: int
     gold = [candidates[int(best[b])].gold[b] for b in range(len(prompts))]
     return {"n": n, "gold": sum(g.total for g in gold) / len(gold), "gold_totals": [g.total for g in gold],
             "rm_reward": float(rewards.max(dim=0).values.mean()), "kl": best_of_n_kl(n)}
+
+
+@torch.no_grad()
+def follow_up_accuracy(model: GPT, tokenizer, world, prompts: list, with_history: bool, temperature: float = 0.7,
+                       seed: int = 0, max_new_tokens: int = 24) -> float:
+    """Does the chat use its history? The share of follow-up questions answered right.
+
+    Every `context` or `followup` prompt among `prompts` opens a conversation that supplies facts about a NEW
+    creature; each follow-up asks a supplied fact that turn 1 did not ask (`world.follow_ups`).
+    with_history=True: the model first answers turn 1, then the follow-up comes after [turn 1, its own answer];
+    with_history=False: the follow-up alone, where nothing tells the answer (chance: 1/8, one value in eight).
+    Right = the supplied fact about the right creature: gold helpful and honest both 1.
+    """
+    conversations = [world.follow_ups(p) for p in prompts]
+    conversations = [(first, questions) for first, questions in conversations if questions]
+    if not conversations:
+        raise ValueError("no prompt supplies facts about a new creature: pass prompts that include `context` or "
+                         "`followup` tasks, e.g. world.prompts('test')")
+    if with_history:
+        firsts = [first for first, _ in conversations]
+        answers = sample_answers(model, tokenizer, world, firsts, temperature=temperature,
+                                 max_new_tokens=max_new_tokens, seed=seed).texts
+        asked = [replace(q, history=((first.text, answer),))
+                 for (first, questions), answer in zip(conversations, answers) for q in questions]
+    else:
+        asked = [replace(q, history=()) for _, questions in conversations for q in questions]
+    samples = sample_answers(model, tokenizer, world, asked, temperature=temperature, max_new_tokens=max_new_tokens,
+                             seed=seed + 1)
+    return sum(g.helpful == 1.0 and g.honest == 1.0 for g in samples.gold) / len(samples.gold)

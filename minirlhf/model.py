@@ -7,7 +7,9 @@ one to one (we use ``nn.Linear`` where GPT-2 used ``Conv1D``: the weights are tr
 
 Besides the forward pass this file holds what the InstructGPT stages need from a policy:
 ``generate`` (batched prompts of different lengths, KV cache, temperature / top-k / top-p sampling, per-token
-log-probabilities for PPO) and ``hidden_states`` (the trunk of the reward model).
+log-probabilities for PPO) and ``hidden_states`` (the trunk of the reward model); and the few primitives every
+training stage shares: ``token_logprobs``, ``response_logits`` / ``response_values`` (the positions that predict a
+response), ``make_optimizer`` and ``GPT.set_dropout``.
 """
 
 from __future__ import annotations
@@ -77,10 +79,51 @@ def pick_device(prefer: str | torch.device | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log p(tokens[b, t]) under softmax(logits[b, t]): (B, T, V), (B, T) -> (B, T)."""
-    logp = F.log_softmax(logits.float(), dim=-1)  # (B, T, V)
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log p(tokens[b, t]) under softmax(logits[b, t] / temperature): (B, T, V), (B, T) -> (B, T).
+
+    The one place a token's log-probability is computed (pre-training loss, sampling, PPO, evaluation). Any
+    leading shape works: (B, V), (B,) -> (B,) too.
+    """
+    logp = F.log_softmax(logits.float() / temperature, dim=-1)  # (B, T, V)
     return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, T)
+
+
+def predicting_positions(x: torch.Tensor, prompt_length: int) -> torch.Tensor:
+    """The positions of a (prompt + response) sequence whose outputs PREDICT the response: x[:, P−1:−1].
+
+    A causal model's output at position t is about token t+1. So response token 0, at position P, is predicted at
+    position P−1, and the last position predicts nothing (it would be the token after the sequence). For a
+    sequence of P + R tokens: (B, P+R, ...) -> (B, R, ...), lined up with the response tokens x[:, P:].
+    """
+    return x[:, prompt_length - 1 : -1]
+
+
+def response_logits(model, sequences: torch.Tensor, attention_mask, prompt_length: int) -> torch.Tensor:
+    """Logits that predict each response token: (B, P+R) -> (B, R, V). Only those R positions go through the
+    unembedding (the prompt's next-token logits are never needed)."""
+    h = model.hidden_states(sequences, attention_mask=attention_mask)  # (B, P+R, C)
+    return model.lm_head(predicting_positions(h, prompt_length))  # (B, R, V)
+
+
+def response_values(value_model, sequences: torch.Tensor, attention_mask, prompt_length: int) -> torch.Tensor:
+    """V(s_t) for each response token t, s_t = (x, y_<t): a value model's token_values at the predicting
+    positions. (B, P+R) -> (B, R)."""
+    return predicting_positions(value_model.token_values(sequences, attention_mask=attention_mask), prompt_length)
+
+
+def make_optimizer(parts, weight_decay: float = 0.0, betas=(0.9, 0.95), eps: float = 1e-8) -> torch.optim.AdamW:
+    """AdamW over [(module, lr), ...], each module at its own learning rate (e.g. a fresh head faster than the trunk).
+
+    Weight decay only on matrices (dim >= 2), not on biases and LayerNorm gains (GPT-2 / nanoGPT); frozen
+    parameters (requires_grad False) are left out.
+    """
+    groups = []
+    for module, lr in parts:
+        params = [p for p in module.parameters() if p.requires_grad]
+        groups.append({"params": [p for p in params if p.dim() >= 2], "lr": lr, "weight_decay": weight_decay})
+        groups.append({"params": [p for p in params if p.dim() < 2], "lr": lr, "weight_decay": 0.0})
+    return torch.optim.AdamW([g for g in groups if g["params"]], betas=betas, eps=eps)
 
 
 def pad_right(rows, pad_value: int, block_size: int, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,7 +181,7 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # W_O
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
-        self.dropout = config.dropout
+        self.dropout = config.dropout  # attention-weight dropout inside SDPA (a float, not a module): see set_dropout
         self.attn_impl = "sdpa"  # "sdpa": fused kernel; "manual": the formula written out (same numbers)
 
     def forward(self, x, mask=None, cache: KVCache | None = None):
@@ -255,6 +298,17 @@ class GPT(nn.Module):
             raise ValueError(f"attn_impl must be 'sdpa' or 'manual'; got {value!r}")
         for block in self.transformer.h:
             block.attn.attn_impl = value
+
+    def set_dropout(self, p: float) -> None:
+        """Set every dropout probability to p: embedding, residual and attention (the probability SDPA applies to
+        the attention weights). ``config.dropout`` keeps the value the model was built with."""
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {p}")
+        for module in self.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = p
+        for block in self.transformer.h:
+            block.attn.dropout = p
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         """Number of parameters (the tied unembedding counted once); optionally without wte and wpe."""
@@ -458,9 +512,7 @@ def _sample(logits, temperature, top_k, top_p, generator, need_logprobs=True):
     logits = logits.float()
     if temperature == 0:  # greedy
         tok = logits.argmax(-1)  # (B,)
-        if not need_logprobs:
-            return tok, None
-        return tok, F.log_softmax(logits, -1).gather(-1, tok[:, None]).squeeze(-1)
+        return tok, token_logprobs(logits, tok) if need_logprobs else None
     logits = logits / temperature
     if top_k is not None and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1) k-th largest logit
@@ -470,6 +522,6 @@ def _sample(logits, temperature, top_k, top_p, generator, need_logprobs=True):
         probs = F.softmax(sorted_logits, -1)
         drop = probs.cumsum(-1) - probs >= top_p  # mass before this token already reaches top_p
         logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    logp = F.log_softmax(logits, -1)  # (B, V)
-    tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)  # (B,)
-    return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
+    probs = F.log_softmax(logits, -1).exp()  # (B, V) π(v | ·)
+    tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
+    return tok, token_logprobs(logits, tok) if need_logprobs else None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -22,7 +21,14 @@ from minirlhf.checkpoint import load_checkpoint, save_checkpoint, write_text_ato
 from minirlhf.comparisons import ceiling_of, load_comparisons, sample_comparisons, save_comparisons
 from minirlhf.model import GPT, get_config, pick_device
 from minirlhf.ppo import PPOConfig, train_ppo
-from minirlhf.pretrain import PretrainConfig, evaluate_loss, pretrain, split_stream, token_stream
+from minirlhf.pretrain import (
+    PretrainConfig,
+    evaluate_loss,
+    probe_batch,
+    stage_tokens,
+    token_stream,
+    train_pretrain,
+)
 from minirlhf.reward import (
     RewardConfig,
     RewardModel,
@@ -32,8 +38,9 @@ from minirlhf.reward import (
     train_reward_model,
 )
 from minirlhf.sft import SFTConfig, train_sft
-from minirlhf.tokenizer import train_tokenizer
+from minirlhf.tokenizer import encode_chat_prompt, train_tokenizer
 from minirlhf.world import World, WorldConfig
+from minirlhf.world.corpus import Corpus, CorpusMix, lookup_probe_rows, phases_for
 
 
 @dataclass
@@ -43,6 +50,8 @@ class PipelineConfig:
     vocab_size: int = 1024              # BPE vocabulary
     block_size: int = 128               # context window: the longest prompt plus an answer must fit
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    corpus: CorpusMix = field(default_factory=CorpusMix)   # document kinds per phase of the curriculum
+    val_documents: int = 2000           # held-out final-mix documents: validation loss and its entropy floor
     sft: SFTConfig = field(default_factory=SFTConfig)
     k: int = 6                          # responses ranked per prompt (InstructGPT: 4 to 9): C(6,2) = 15 pairs
     comparison_rounds: int = 2          # times each training prompt is sampled and ranked (toy scale: more data)
@@ -62,11 +71,12 @@ def pipeline_config(preset: str) -> PipelineConfig:
     if preset == "tiny":
         return PipelineConfig(
             preset="tiny", vocab_size=512,
-            pretrain=PretrainConfig(steps=150, batch_size=16, lr=3e-3, min_lr=3e-4, warmup_steps=20, eval_every=50),
+            pretrain=PretrainConfig(steps=150, tokens_per_step=2048, curriculum=((0, 32), (50, 64), (100, 128)),
+                                    lr=3e-3, min_lr=3e-4, warmup_steps=20, eval_every=50, probe_every=25),
             sft=SFTConfig(epochs=3, lr=1e-3),
             reward=RewardConfig(epochs=1, lr=3e-4),
             k=4, comparison_rounds=1,
-            ppo=PPOConfig(iterations=4, batch_size=16, max_new_tokens=16, show_progress=False),
+            ppo=PPOConfig(iterations=4, batch_size=16, max_new_tokens=16),
             sweep_betas=(0.0, 0.3), sweep_iterations=2, best_of_n=(1, 4), max_new_tokens=16,
         )
     if preset == "course":
@@ -89,9 +99,41 @@ def write_json_atomic(path: Path, data) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, default=float))
 
 
-def pretrain_stream(world: World, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """The corpus as (train, validation) token streams; the validation tail measures the alignment tax."""
-    return split_stream(token_stream(tokenizer, [d.text for d in world.corpus()]))
+def pretrain_stream(world: World, tokenizer, n_val: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, validation) token streams: the corpus sample (PPO-ptx's data) and the held-out validation documents
+    (pre-training's validation loss; on them the later policies' loss measures the alignment tax)."""
+    return (token_stream(tokenizer, [d.text for d in world.corpus()]),
+            token_stream(tokenizer, [d.text for d in world.corpus(n_val, phase="val")]))
+
+
+def fresh_stream(corpus: Corpus, tokenizer, phase: str, n_tokens: int, start: int = 0,
+                 chunk: int = 1000) -> tuple[torch.Tensor, int]:
+    """Documents start, start+1, ... of a corpus phase as one token stream of at least n_tokens tokens (generated
+    and tokenized chunk by chunk, so only the tokens are kept). Returns (stream, index of the next document)."""
+    parts, have, i = [], 0, start
+    while have < n_tokens:
+        part = token_stream(tokenizer, [d.text for d in corpus.documents(phase, chunk, i)]).to(torch.int32)
+        parts.append(part)
+        have, i = have + len(part), i + chunk
+    return (torch.cat(parts).long() if parts else torch.zeros(0, dtype=torch.long)), i
+
+
+def pretraining_data(corpus: Corpus, tokenizer, pcfg: PretrainConfig, block_size: int, n_val: int = 2000):
+    """(train streams, one per curriculum stage; validation stream; lookup probe) and the validation documents.
+
+    Stage i reads phase i of the corpus (world/corpus.py: phases_for), sized to the tokens it will read
+    (stage_tokens), so pre-training sees every document once: a fresh, never-repeated stream.
+    """
+    needs = stage_tokens(pcfg, block_size)
+    next_doc: dict[str, int] = {}
+    streams = []
+    for phase, need in zip(phases_for(len(needs)), needs):
+        stream, next_doc[phase] = fresh_stream(corpus, tokenizer, phase, need, next_doc.get(phase, 0))
+        streams.append(stream)
+    val_docs = corpus.documents("val", n_val)
+    val_ids = token_stream(tokenizer, [d.text for d in val_docs])
+    probe = probe_batch(tokenizer, lookup_probe_rows(corpus.world), block_size)
+    return (streams, val_ids, probe), val_docs
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -105,24 +147,30 @@ def stage_pretrain(out: Path, preset: str = "course", seed: int = 0, steps: int 
     cfg = cfg or pipeline_config(preset)
     torch.manual_seed(seed)
     world = world or World(WorldConfig())
-    documents = world.corpus()
-    texts = [d.text for d in documents]
-    tokenizer = train_tokenizer(texts, vocab_size=cfg.vocab_size)
-    train_ids, val_ids = split_stream(token_stream(tokenizer, texts))
-    model = GPT(get_config(cfg.preset, vocab_size=len(tokenizer), block_size=cfg.block_size)).to(pick_device())
+    corpus = Corpus(world, cfg.corpus)
+    sample = corpus.documents("final", world.config.n_documents)   # the tokenizer learns from a sample
+    tokenizer = train_tokenizer([d.text for d in sample], vocab_size=cfg.vocab_size)
     pcfg = replace(cfg.pretrain, seed=seed, max_seconds=max_seconds, steps=steps or cfg.pretrain.steps)
-    history = pretrain(model, train_ids, val_ids, pcfg, progress=progress)
-    metrics = {"val_loss": evaluate_loss(model, val_ids), "entropy_floor": corpus_entropy_floor(documents, tokenizer),
-               "train_tokens": len(train_ids), "parameters": model.num_parameters(), "seconds": history["seconds"],
-               "tokens_per_s": history["tokens_per_s"][-1]}
+    start = time.perf_counter()
+    data, val_docs = pretraining_data(corpus, tokenizer, pcfg, cfg.block_size, cfg.val_documents)
+    generate_seconds = time.perf_counter() - start
+    model = GPT(get_config(cfg.preset, vocab_size=len(tokenizer), block_size=cfg.block_size)).to(pick_device())
+    model, history = train_pretrain(model, data, pcfg, progress=progress)
+    val_loss, floor = evaluate_loss(model, data[1]), corpus_entropy_floor(val_docs, tokenizer)
+    metrics = {"val_loss": val_loss, "entropy_floor": floor, "val_over_floor": val_loss / floor,
+               "train_tokens": sum(len(s) for s in data[0]), "parameters": model.num_parameters(),
+               "seconds": history["seconds"][-1], "tokens_per_s": history["tokens_per_s"][-1],
+               "generate_seconds": generate_seconds, "probe_loss": history["probe_loss"][-1]}
     if icl:
-        from minirlhf.prompting import icl_curve, zero_shot_accuracy
+        from minirlhf.prompting import icl_curve, icl_task_curve, zero_shot_accuracy
 
         metrics["icl"] = icl_curve(model, tokenizer, world, n_episodes=100, seed=seed)
+        metrics["icl_task"] = icl_task_curve(model, tokenizer, world, n_episodes=100, seed=seed)
         metrics["zero_shot"] = {kind: zero_shot_accuracy(model, tokenizer, world, kind, n_episodes=100, seed=seed)
                                 for kind in ("colour", "food", "home")}
     save_checkpoint(out, model, tokenizer, stage="pretrained",
-                    metadata={"seed": seed, "preset": cfg.preset, "metrics": metrics, "history": history})
+                    metadata={"seed": seed, "preset": cfg.preset, "config": asdict(pcfg), "metrics": metrics,
+                              "history": history})
     return out
 
 
@@ -135,20 +183,22 @@ def stage_sft(run: Path, pretrained: GPT, tokenizer, world: World, cfg: Pipeline
     is recorded beside it to show the paper's observation that it overfits while the score keeps improving.
     """
     model = copy.deepcopy(pretrained)
-    demos = [(d.prompt.text, d.response) for d in world.demonstrations()]
+    demos = [(d.prompt, d.response) for d in world.demonstrations()]   # Prompts: multi-turn ones keep their history
     val_prompts = world.prompts("val")
-    val_demos = [(p.text, world.ideal_response(p)) for p in val_prompts]
+    val_demos = [(p, world.ideal_response(p)) for p in val_prompts]
 
     def gold_on_val(m: GPT) -> float:
         samples = ev.sample_answers(m, tokenizer, world, val_prompts, cfg.eval_temperature, cfg.max_new_tokens, seed)
         return ev.summarize(samples)["gold"]
 
-    model, history = train_sft(model, tokenizer, demos, replace(cfg.sft, seed=seed), val_demos, gold_on_val, progress)
-    metrics = {"best_epoch": history["best_epoch"], "val_loss": history["val_loss"][history["best_epoch"]],
-               "val_gold": history["score"][history["best_epoch"]], "demonstrations": len(demos),
-               "seconds": history["seconds"]}
+    sft_cfg = replace(cfg.sft, seed=seed)
+    model, history = train_sft(model, (demos, val_demos), sft_cfg, tokenizer=tokenizer, eval_fn=gold_on_val,
+                               progress=progress)
+    best = history["selected"].index(True)
+    metrics = {"best_epoch": history["epoch"][best], "val_loss": history["val_loss"][best],
+               "val_gold": history["score"][best], "demonstrations": len(demos), "seconds": history["seconds"][-1]}
     save_checkpoint(run / "sft", model, tokenizer, stage="sft",
-                    metadata={"seed": seed, "metrics": metrics, "history": history})
+                    metadata={"seed": seed, "config": asdict(sft_cfg), "metrics": metrics, "history": history})
     return metrics
 
 
@@ -175,7 +225,8 @@ def stage_reward(run: Path, sft: GPT, tokenizer, world: World, cfg: PipelineConf
     train = load_comparisons(run / "comparisons_train.jsonl")
     val = load_comparisons(run / "comparisons_val.jsonl")
     rm = RewardModel.from_gpt(sft)
-    history = train_reward_model(rm, train, val, tokenizer, replace(cfg.reward, seed=seed), progress=progress)
+    rm, history = train_reward_model(rm, (train, val), replace(cfg.reward, seed=seed), tokenizer=tokenizer,
+                                     progress=progress)
     normalize_reward(rm, world.demonstrations(), tokenizer)   # the demonstrations' mean reward is 0
     accuracy = pairwise_accuracy(rm, val, tokenizer)
     probes = probe_accuracy(rm, tokenizer, probe_pairs(world, world.prompts("test")))
@@ -187,13 +238,16 @@ def stage_reward(run: Path, sft: GPT, tokenizer, world: World, cfg: PipelineConf
 
 
 def stage_ppo(run: Path, name: str, sft: GPT, rm: RewardModel, tokenizer, world: World, ppo_cfg: PPOConfig,
-              pretrain_ids: torch.Tensor | None) -> dict:
-    """Step 3: PPO against the RM with a per-token KL penalty to the frozen SFT policy (+ ptx when γ > 0)."""
+              pretrain_ids: torch.Tensor | None, progress: bool = True) -> dict:
+    """Step 3: PPO against the RM with a per-token KL penalty to the frozen SFT policy (+ ptx when γ_ptx > 0)."""
     policy, value_model = copy.deepcopy(sft), copy.deepcopy(rm)
     policy.requires_grad_(True)         # the frozen copies (train_ppo freezes the reference and the RM) are trainable
     value_model.requires_grad_(True)
-    policy, _, history = train_ppo(policy, sft, rm, value_model, world.prompts("train"), tokenizer, ppo_cfg,
-                                   world=world, pretrain_ids=pretrain_ids if ppo_cfg.ptx_coef > 0 else None)
+    prompts = world.prompts("train")
+    policy, history = train_ppo(policy, [encode_chat_prompt(tokenizer, p) for p in prompts], ppo_cfg,
+                                reference=sft, reward_model=rm, value_model=value_model, tokenizer=tokenizer,
+                                pretrain_ids=pretrain_ids if ppo_cfg.ptx_coef > 0 else None,
+                                eval_fn=ev.rollout_gold(world, prompts, tokenizer), progress=progress)
     if name:
         save_checkpoint(run / name, policy, tokenizer, stage=name,
                         metadata={"seed": ppo_cfg.seed, "config": asdict(ppo_cfg), "history": history})
@@ -217,7 +271,12 @@ def evaluate_all(policies: dict, sft: GPT, rm: RewardModel, tokenizer, world: Wo
     bon = [ev.best_of_n(sft, rm, tokenizer, world, prompts, n, T, L, seed) for n in cfg.best_of_n]
     for b in bon:
         b["win_rate_vs_sft"] = ev.win_rate(b.pop("gold_totals"), samples["sft"].gold_totals)
+    chat = {name: {f"follow_up_{k}_history": ev.follow_up_accuracy(m, tokenizer, world, prompts, k == "with",
+                                                                     max_new_tokens=L, seed=seed)
+                   for k in ("with", "without")} for name, m in policies.items()}
     return {"policies": results, "best_of_n": bon,
+            "chat": {"policy": "ppo", **chat.get("ppo", {}), "by_policy": chat,
+                     "follow_ups": sum(len(world.follow_ups(p)[1]) for p in prompts)},
             "examples": [{"prompt": p.text, **{name: samples[name].texts[i] for name in policies}}
                          for i, p in enumerate(prompts[:12])]}
 
@@ -227,9 +286,8 @@ def beta_sweep(sft: GPT, rm: RewardModel, tokenizer, world: World, cfg: Pipeline
     prompts = world.prompts("test")
     points = []
     for beta in cfg.sweep_betas:
-        ppo_cfg = replace(cfg.ppo, init_kl_coef=beta, adaptive_kl=False, iterations=cfg.sweep_iterations, seed=seed,
-                          show_progress=False)
-        policy = stage_ppo(Path("."), "", sft, rm, tokenizer, world, ppo_cfg, None)["policy"]
+        ppo_cfg = replace(cfg.ppo, init_kl_coef=beta, adaptive_kl=False, iterations=cfg.sweep_iterations, seed=seed)
+        policy = stage_ppo(Path("."), "", sft, rm, tokenizer, world, ppo_cfg, None, progress=False)["policy"]
         s = ev.sample_answers(policy, tokenizer, world, prompts, cfg.eval_temperature, cfg.max_new_tokens, seed)
         points.append({"beta": beta, "kl": ev.kl_to_reference(policy, sft, s, cfg.eval_temperature),
                        "rm_reward": float(score_responses(rm, tokenizer, prompts, s.texts, s.ended).mean()),
@@ -288,7 +346,7 @@ def run_pipeline(run: Path, preset: str = "course", seed: int = 0, resume: bool 
         metrics["pretrained"] = read_stage_metrics(pre_dir)
         timing.setdefault("pretrained", metrics["pretrained"].get("seconds"))
     base, tokenizer, _ = load_checkpoint(pre_dir, device=device)
-    train_ids, val_ids = pretrain_stream(world, tokenizer)
+    train_ids, val_ids = pretrain_stream(world, tokenizer, cfg.val_documents)
 
     # 1. SFT on demonstrations
     stage("sft", run / "sft", lambda: stage_sft(run, base, tokenizer, world, cfg, seed, progress))
@@ -304,9 +362,10 @@ def run_pipeline(run: Path, preset: str = "course", seed: int = 0, resume: bool 
 
     # 3. PPO, then PPO-ptx
     stage("ppo", run / "ppo", lambda: ppo_summary(
-        stage_ppo(run, "ppo", sft, rm, tokenizer, world, replace(cfg.ppo, ptx_coef=0.0), None)))
+        stage_ppo(run, "ppo", sft, rm, tokenizer, world, replace(cfg.ppo, ptx_coef=0.0), None, progress)))
     stage("ppo_ptx", run / "ppo_ptx", lambda: ppo_summary(
-        stage_ppo(run, "ppo_ptx", sft, rm, tokenizer, world, replace(cfg.ppo, ptx_coef=cfg.ptx_coef), train_ids)))
+        stage_ppo(run, "ppo_ptx", sft, rm, tokenizer, world, replace(cfg.ppo, ptx_coef=cfg.ptx_coef), train_ids,
+                  progress)))
     ppo, _, _ = load_checkpoint(run / "ppo", tokenizer=tokenizer, device=device)
     ppo_ptx, _, _ = load_checkpoint(run / "ppo_ptx", tokenizer=tokenizer, device=device)
 
@@ -316,7 +375,9 @@ def run_pipeline(run: Path, preset: str = "course", seed: int = 0, resume: bool 
         run / "evaluation.json", evaluate_all(policies, sft, rm, tokenizer, world, val_ids, cfg, seed)))
     stage("beta_sweep", run / "beta_sweep.json", lambda: _save_json(
         run / "beta_sweep.json", {"points": beta_sweep(sft, rm, tokenizer, world, cfg, seed)}))
-    metrics["summary"] = summary_table(metrics, json.loads((run / "evaluation.json").read_text()))
+    evaluation = json.loads((run / "evaluation.json").read_text())
+    metrics["summary"] = summary_table(metrics, evaluation)
+    metrics["chat"] = {k: v for k, v in evaluation["chat"].items() if k != "by_policy"}   # uses its history?
     write_json_atomic(run / "metrics.json", metrics)
     from minirlhf.report import write_report
 
@@ -347,43 +408,3 @@ def summary_table(metrics: dict, evaluation: dict) -> dict:
     return {name: {k: row[k] for k in ("gold", *ev.CRITERIA, "win_rate_vs_sft", "kl_to_sft", "rm_reward",
                                        "pretrain_val_loss", "ended", "length")}
             for name, row in evaluation["policies"].items()}
-
-
-SHIPPED_STAGES = ("pretrained", "sft", "rm", "ppo", "ppo_ptx")
-SHIPPED_FILES = ("metrics.json", "evaluation.json", "beta_sweep.json", "report.md", "comparisons_train.jsonl",
-                 "comparisons_val.jsonl")
-
-
-def ship_run(run: Path, data: Path = Path("data")) -> list[Path]:
-    """Copy a finished run's checkpoints and results under data/ so the notebooks can start from any stage.
-
-    Weights are stored as float16 (half the bytes; loading casts them back to float32), which keeps the
-    whole data/ folder small enough to live in the repository.
-    """
-    import shutil
-
-    from minirlhf.checkpoint import read_metadata
-
-    run, data = Path(run), Path(data)
-    missing = [s for s in SHIPPED_STAGES if not (run / s / "config.json").exists()]
-    if missing:
-        raise FileNotFoundError(f"{run} is not a finished run: missing {missing}; run the pipeline first")
-    written = []
-    for name in SHIPPED_STAGES:
-        model, tokenizer, meta = load_checkpoint(run / name)
-        meta = {k: v for k, v in read_metadata(run / name).items()
-                if k not in ("stage", "created", "minirlhf_version", "tokenizer_fingerprint")}
-        meta["weights_dtype"] = "float16"
-        written.append(save_checkpoint(data / "checkpoints" / name, model.half(), tokenizer, stage=name, metadata=meta))
-    (data / "run").mkdir(parents=True, exist_ok=True)
-    for name in SHIPPED_FILES + tuple(p.name for p in run.glob("*.png")):
-        if not (run / name).exists():
-            continue
-        if name.endswith(".png"):
-            tmp = data / "run" / f".{name}.tmp"
-            shutil.copyfile(run / name, tmp)
-            os.replace(tmp, data / "run" / name)
-        else:
-            write_text_atomic(data / "run" / name, (run / name).read_text())
-        written.append(data / "run" / name)
-    return written

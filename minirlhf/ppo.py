@@ -1,25 +1,25 @@
 """InstructGPT step 3: optimise the policy against the reward model with PPO (Ouyang et al. 2022, §3.5).
 
-The objective (the seed's slide; InstructGPT eq. 2):
+The objective (the seed lecture's slide, see docs/slide_map.md; InstructGPT eq. 2):
 
-    objective(ϕ) = E_{(x,y)~π_RL}[ r_θ(x, y) − β·log(π_RL(y|x) / π_SFT(y|x)) ]  +  γ·E_{x~D_pretrain}[ log π_RL(x) ]
+    objective(ϕ) = E_{(x,y)~π_RL}[ r_θ(x, y) − β·log(π_RL(y|x) / π_SFT(y|x)) ]  +  γ_ptx·E_{x~D_pretrain}[ log π_RL(x) ]
 
   r_θ(x, y)   the reward model's scalar score of the whole response            (reward.RewardModel)
   β           the KL coefficient: keeps π_RL close to π_SFT, so the RM is not over-optimised
-  γ           the pre-training mix coefficient: γ = 0 is "PPO", γ > 0 is "PPO-ptx"
+  γ_ptx       the pre-training mix coefficient: γ_ptx = 0 is "PPO", γ_ptx > 0 is "PPO-ptx" (not GAE's discount γ)
 
 The KL term is paid per token, the score once at the end of the response (Ziegler et al. 2019; Stiennon et al.
 2020), and PPO (Schulman et al. 2017) with generalised advantage estimation (GAE, Schulman et al. 2016) maximises
 the sum. Every implementation detail sits in this file, in the order it runs, in the spirit of CleanRL and of
-"The N Implementation Details of RLHF with PPO" (Huang et al. 2023):
+"The N Implementation Details of RLHF with PPO" (Huang et al. 2023). One iteration of `train_ppo`:
 
-  1. rollout      sample responses y ~ π_RL(·|x) at temperature T                          (train_ppo)
-  2. score        r_θ(x, y); a fixed penalty for responses that never end                (train_ppo)
-  3. KL           log-probs of y under π_RL (the "old" policy) and π_SFT, same T         (kl_penalty)
-  4. rewards      −β·KL on every token, + r_θ on the last token                          (per_token_rewards)
-  5. advantages   GAE(γ, λ) with the value model V(s_t), then whitening                  (gae_advantages, whiten)
-  6. update       ppo_epochs × minibatches of clipped policy + clipped value losses       (policy_loss, value_loss)
-                  (+ γ_ptx · pre-training NLL)                                           (ptx_loss)
+  1. rollout      sample responses y ~ π_RL(·|x) at temperature τ                        (rollout)
+  2. score        r_θ(x, y); a fixed penalty for responses that never end                (score)
+  3. KL           log-probs of y under π_RL (the "old" policy) and π_SFT, same τ         (advantages: kl_penalty)
+  4. rewards      −β·KL on every token, + r_θ on the last token                          (advantages: per_token_rewards)
+  5. advantages   GAE(γ, λ) with the value model V(s_t), then whitening                  (advantages: gae_advantages)
+  6. update       ppo_epochs × minibatches of clipped policy + clipped value losses       (update: policy_loss,
+                  (+ γ_ptx · pre-training NLL)                                             value_loss, ptx_loss)
   7. adapt β      towards a target KL                                                    (AdaptiveKLController)
 
 Shapes: B = prompts in the rollout, P = (left-padded) prompt length, R = (right-padded) response length,
@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from minirlhf.model import last_token_index
+from minirlhf.model import last_token_index, make_optimizer, response_logits, response_values, token_logprobs
 
 # ----------------------------------------------------------------------------------------------------------------
 # Configuration
@@ -47,8 +47,8 @@ class PPOConfig:
     iterations: int = 100            # rollouts (PPO "iterations"); each = one batch of prompts, then several updates
     batch_size: int = 64             # prompts per rollout (InstructGPT: 512; toy scale, 2 CPU cores)
     max_new_tokens: int = 24         # response length cap; responses cut here did not "end" (see missing_eos_penalty)
-    temperature: float = 1.0         # T: sampling AND every log-prob (π_RL, π_SFT, old, new) use logits / T
-    lr: float = 1.5e-5               # policy learning rate (InstructGPT: 9.65e-6; CALIBRATION: 1e-5..2e-5 held, 5e-5 collapsed)
+    temperature: float = 1.0         # τ: sampling AND every log-prob (π_RL, π_SFT, old, new) use logits / τ
+    lr: float = 1.5e-5               # policy lr (InstructGPT: 9.65e-6; docs/calibration.md: 1e-5..2e-5 held, 5e-5 collapsed)
     value_lr: float | None = None    # value-model learning rate; None = lr (with Adam, vf_coef barely matters: see below)
     adam_eps: float = 1e-5           # Adam ε (the RLHF PPO codebases use 1e-5, not torch's 1e-8)
     ppo_epochs: int = 4              # passes over each rollout (InstructGPT / Stiennon et al.: 4)
@@ -58,7 +58,7 @@ class PPOConfig:
     vf_coef: float = 0.1             # c_1: weight of the value loss (lm-human-preferences: 0.1)
     gamma: float = 1.0               # γ (discount): 1, the reward is only the episode's sum
     lam: float = 0.95                # λ of GAE (lm-human-preferences: 0.95)
-    init_kl_coef: float = 0.1        # β at the start (the CALIBRATION run used 0.1; InstructGPT: 0.02)
+    init_kl_coef: float = 0.1        # β at the start (as in docs/calibration.md; InstructGPT: 0.02)
     adaptive_kl: bool = False        # True: adapt β towards target_kl (Ziegler et al. 2019); False: β fixed
     target_kl: float = 6.0           # KL target, nats per sequence (Ziegler et al. 2019: 6)
     kl_horizon: int = 10000          # horizon of the adaptive controller, in sequences (Ziegler et al.: 10000)
@@ -69,7 +69,6 @@ class PPOConfig:
     whiten_advantages: bool = True   # advantages → mean 0, std 1 over the batch's real tokens
     grad_clip: float = 1.0           # max global gradient norm, per model (policy, value)
     seed: int = 0                    # prompts, sampling and minibatch order all come from this seed
-    show_progress: bool = True       # tqdm bar
 
     def __post_init__(self):
         if self.batch_size % self.minibatches != 0:
@@ -110,29 +109,13 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def response_logits(model, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int) -> torch.Tensor:
-    """Logits at the positions that PREDICT the response tokens: (B, P+R) -> (B, R, V).
+def entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """H(π(·| x, y_<t)) = −Σ_v π(v) log π(v) at each position, at temperature τ: (B, R, V) -> (B, R).
 
-    Position P−1+t predicts response token t. One forward pass over the whole sequence; only the R response
-    positions go through the unembedding (the prompt's logits are never needed: ~10 % of a step saved).
+    Falls as the policy sharpens; a collapse warns of over-optimisation. Use the τ the tokens were sampled at.
     """
-    h = model.hidden_states(sequences, attention_mask=attention_mask)  # (B, P+R, C)
-    return model.lm_head(h[:, prompt_length - 1 : -1])  # (B, R, V)
-
-
-def response_logprobs(
-    logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """log π(y_t | x, y_<t) of each given token, and the entropy of π(·| x, y_<t), at temperature T.
-
-    logits (B, R, V) at the positions that PREDICT tokens (B, R) (see response_logits). Returns (logp, entropy),
-    both (B, R). The same T must be used everywhere (sampling, old, new and reference log-probs), or the ratio
-    π/π_old and the KL are measured between distributions nobody sampled from.
-    """
-    logprobs = F.log_softmax(logits.float() / temperature, dim=-1)  # (B, R, V)
-    logp = logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, R)
-    entropy = -(logprobs.exp() * logprobs).sum(-1)  # (B, R)  H = −Σ_v π(v) log π(v): falls as π sharpens
-    return logp, entropy
+    logp = F.log_softmax(logits.float() / temperature, dim=-1)  # (B, R, V)
+    return -(logp.exp() * logp).sum(-1)  # (B, R)
 
 
 def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
@@ -294,18 +277,170 @@ class AdaptiveKLController:
 
 
 def ptx_loss(policy, batch: torch.Tensor) -> torch.Tensor:
-    """−mean log π_RL(x) over a pre-training batch: the causal-LM NLL per token (the γ·E[log π_RL(x)] term, negated).
-
-    batch: (B, T) token ids from the pre-training stream. Predicts tokens 1..T−1 from their prefixes. Computed at
-    temperature 1: it is the pre-training objective itself, not a score of sampled responses.
+    """−mean log π_RL(x) over a pre-training batch: the causal-LM NLL per token (the γ_ptx·E[log π_RL(x)] term,
+    negated). batch: (B, T) token ids from the pre-training stream; tokens 1..T−1 are predicted from their prefixes.
+    At temperature 1: it is the pre-training objective itself, not a score of sampled responses.
     """
-    logits, _ = policy(batch[:, :-1])  # (B, T−1, V)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1))
+    _, loss = policy(batch[:, :-1], targets=batch[:, 1:])  # the model's own mean next-token cross-entropy
+    return loss
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The training loop
+# The steps of one iteration
 # ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Rollout:
+    """Step 1's output: B prompts x and the responses y ~ π_RL(·|x) sampled for them."""
+
+    prompt_index: list[int]        # row b answers prompts[prompt_index[b]] (the list given to train_ppo)
+    sequences: torch.Tensor        # (B, P+R) left-padded prompt + right-padded response
+    attention_mask: torch.Tensor   # (B, P+R) 1 = real token, 0 = padding
+    prompt_length: int             # P
+    response_ids: list             # list[list[int]]: each response's tokens, EOS included if produced
+    ended: torch.Tensor            # (B,) bool: the response produced EOS
+    sample_logprobs: torch.Tensor  # (B, R) log π_RL(y_t|·) as sampled (checks the recomputed forward pass)
+
+    @property
+    def responses(self) -> torch.Tensor:
+        """(B, R) the response tokens y_t."""
+        return self.sequences[:, self.prompt_length:]
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """(B, R) float: 1 for real response tokens (the EOS included), 0 for padding."""
+        return self.attention_mask[:, self.prompt_length:].float()
+
+
+@dataclass
+class Batch:
+    """Steps 3-5's output: a scored rollout with everything the PPO updates need; tensors are row-aligned."""
+
+    sequences: torch.Tensor        # (B, P+R)
+    attention_mask: torch.Tensor   # (B, P+R)
+    prompt_length: int             # P
+    responses: torch.Tensor        # (B, R) y_t
+    mask: torch.Tensor             # (B, R) 1 = real response token
+    old_logp: torch.Tensor         # (B, R) log π_old(y_t | x, y_<t) at temperature τ, 0 at padding
+    old_values: torch.Tensor       # (B, R) V_old(s_t), 0 at padding
+    advantages: torch.Tensor       # (B, R) Â_t (whitened when cfg.whiten_advantages)
+    returns: torch.Tensor          # (B, R) Â_t + V_old(s_t) before whitening: the value model's target
+    stats: dict = field(default_factory=dict)  # diagnostics of the rollout: kl, kl_k3, entropy, ...
+
+    def __len__(self) -> int:
+        return self.sequences.shape[0]
+
+    def rows(self, index: torch.Tensor) -> Batch:
+        """The minibatch of rows `index` (b,)."""
+        return Batch(**{name: value[index] if torch.is_tensor(value) else value for name, value in vars(self).items()})
+
+
+@torch.no_grad()
+def rollout(policy, prompts: list[list[int]], cfg: PPOConfig, tokenizer, prompt_generator: torch.Generator,
+            sample_generator: torch.Generator) -> Rollout:
+    """Step 1: draw B = cfg.batch_size prompts x ~ D (distinct while there are enough) and sample y ~ π_RL(·|x) at
+    temperature τ = cfg.temperature, at most cfg.max_new_tokens tokens each (a response that ends emits EOS)."""
+    B = cfg.batch_size
+    if B <= len(prompts):
+        index = torch.randperm(len(prompts), generator=prompt_generator)[:B]
+    else:  # fewer prompts than the batch: sample with replacement
+        index = torch.randint(len(prompts), (B,), generator=prompt_generator)
+    index = index.tolist()
+    gen = policy.generate([prompts[i] for i in index], max_new_tokens=cfg.max_new_tokens,
+                          temperature=cfg.temperature, eos_token_id=tokenizer.eos_token_id,
+                          pad_token_id=tokenizer.pad_token_id, generator=sample_generator, return_logprobs=True)
+    return Rollout(index, gen.sequences, gen.attention_mask, gen.prompt_length, gen.response_ids, gen.ended,
+                   gen.logprobs)
+
+
+@torch.no_grad()
+def score(rollout: Rollout, reward_model, missing_eos_penalty: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 2: r_θ(x, y), the reward model read at the last real token of each row; a response that never ended
+    (no EOS) is scored missing_eos_penalty instead (None: no penalty). Returns (r_θ (B,), the score PPO uses (B,))."""
+    r_theta = reward_model(rollout.sequences, attention_mask=rollout.attention_mask).float()  # (B,)
+    if missing_eos_penalty is None:
+        return r_theta, r_theta
+    return r_theta, torch.where(rollout.ended, r_theta, torch.full_like(r_theta, missing_eos_penalty))
+
+
+@torch.no_grad()
+def advantages(rollout: Rollout, scores: torch.Tensor, *, policy, reference, value_model, beta: float,
+               cfg: PPOConfig) -> Batch:
+    """Steps 3-5, one forward pass per model over the whole (B, P+R) rollout:
+
+        3. KL          kl_t = log π_old(y_t|·) − log π_SFT(y_t|·), both at temperature τ      (kl_penalty)
+        4. rewards     r_t = −β·kl_t, + score on the last real token                          (per_token_rewards)
+        5. advantages  δ_t = r_t + γ·V(s_{t+1}) − V(s_t),  Â_t = Σ_l (γλ)^l δ_{t+l},  R_t = Â_t + V(s_t)  (GAE)
+
+    scores (B,): step 2's score. π_old is the policy that sampled: its log-probs are recomputed here, exactly.
+    """
+    seq, attn, P = rollout.sequences, rollout.attention_mask, rollout.prompt_length  # (B, P+R), (B, P+R), P
+    y, mask = rollout.responses, rollout.mask  # (B, R) each
+    tau = cfg.temperature
+    logits = response_logits(policy, seq, attn, P)  # (B, R, V) at the positions predicting y_t
+    old_logp = token_logprobs(logits, y, tau) * mask  # (B, R) log π_old
+    ref_logp = token_logprobs(response_logits(reference, seq, attn, P), y, tau) * mask  # (B, R) log π_SFT, same τ
+    old_values = response_values(value_model, seq, attn, P) * mask  # (B, R) V(s_t)
+    rewards = per_token_rewards(scores, old_logp, ref_logp, mask, beta)  # (B, R)
+    adv, returns = gae_advantages(rewards, old_values, mask, cfg.gamma, cfg.lam)  # (B, R) each
+    if cfg.whiten_advantages:
+        adv = whiten(adv, mask)
+    kl_k1, kl_k3 = kl_estimators(old_logp, ref_logp, mask)
+    stats = {"kl": kl_k1.item(), "kl_k3": kl_k3.item(), "entropy": masked_mean(entropy(logits, tau), mask).item(),
+             "explained_variance": explained_variance(old_values, returns, mask),
+             # sampling and the forward pass must agree (same τ, same model)
+             "logprob_gap": ((rollout.sample_logprobs - old_logp).abs() * mask).max().item()}
+    return Batch(seq, attn, P, y, mask, old_logp, old_values, adv, returns, stats)
+
+
+def update(batch: Batch, *, policy, value_model, optimizer, cfg: PPOConfig, generator: torch.Generator,
+           pretrain_ids: torch.Tensor | None = None, iteration: int = 0) -> dict:
+    """Step 6: cfg.ppo_epochs passes over the batch in cfg.minibatches shuffled minibatches, one Adam step each on
+
+        L = L^CLIP(ϕ) + c_1·L^V  (+ γ_ptx·L^ptx(ϕ))                        (policy_loss, value_loss, ptx_loss)
+
+    with log π_ϕ(y_t|·) recomputed at temperature τ and each model's gradient norm clipped. Checks the losses
+    before every step (a NaN is never applied). Returns the mean of each loss and diagnostic over the steps.
+    """
+    device, P, tau = batch.sequences.device, batch.prompt_length, cfg.temperature
+    ptx_len = min(cfg.ptx_seq_len or policy.config.block_size, policy.config.block_size)
+    sums = dict.fromkeys(("policy_loss", "value_loss", "ptx_loss", "clipfrac", "approx_kl", "value_clipfrac"), 0.0)
+    n_steps = 0
+    for _ in range(cfg.ppo_epochs):
+        order = torch.randperm(len(batch), generator=generator).to(device)
+        for rows in order.split(len(batch) // cfg.minibatches):
+            mb = batch.rows(rows)
+            logits = response_logits(policy, mb.sequences, mb.attention_mask, P)  # (b, R, V)
+            logp = token_logprobs(logits, mb.responses, tau)  # (b, R) log π_ϕ, with grad
+            pg_loss, clipfrac, approx_kl = policy_loss(logp, mb.old_logp, mb.advantages, mb.mask, cfg.clip_range)
+            values = response_values(value_model, mb.sequences, mb.attention_mask, P)  # (b, R) V(s_t), with grad
+            vf_loss, vf_clipfrac = value_loss(values, mb.old_values, mb.returns, mb.mask, cfg.clip_range_value)
+            loss = pg_loss + cfg.vf_coef * vf_loss
+            if cfg.ptx_coef > 0:  # PPO-ptx: + γ_ptx·(−log π_RL(x)) on pre-training text
+                pt = _pretrain_batch(pretrain_ids, cfg.ptx_batch_size, ptx_len, generator).to(device)  # (b, T)
+                pt_loss = ptx_loss(policy, pt)
+                loss = loss + cfg.ptx_coef * pt_loss
+                sums["ptx_loss"] += pt_loss.item()
+            check_finite(iteration, {"policy_loss": pg_loss.item(), "value_loss": vf_loss.item(), "loss": loss.item()})
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(value_model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            for key, value in (("policy_loss", pg_loss), ("value_loss", vf_loss), ("clipfrac", clipfrac),
+                               ("approx_kl", approx_kl), ("value_clipfrac", vf_clipfrac)):
+                sums[key] += value.item()
+            n_steps += 1
+    return {key: total / n_steps for key, total in sums.items()}
+
+
+def _pretrain_batch(pretrain_ids: torch.Tensor, batch_size: int, seq_len: int, generator: torch.Generator):
+    """batch_size random windows of seq_len tokens from the 1-D pre-training stream -> (batch_size, seq_len)."""
+    assert pretrain_ids.numel() > seq_len, "train_ppo checks that the stream is longer than a window"
+    starts = torch.randint(0, pretrain_ids.numel() - seq_len, (batch_size,), generator=generator)  # (b,)
+    windows = starts[:, None] + torch.arange(seq_len)[None, :]  # (b, T) positions in the stream
+    return pretrain_ids[windows.to(pretrain_ids.device)]  # (b, T)
 
 
 _MAY_BE_NAN = {"explained_variance"}  # NaN when all returns are equal: undefined, not diverged
@@ -321,199 +456,115 @@ def check_finite(iteration: int, stats: dict) -> None:
             )
 
 
-def _encode_prompts(prompts, tokenizer) -> list[list[int]]:
-    """Chat-format each world Prompt ("<|user|>text\\n<|assistant|>") and tokenize it, once."""
-    from minirlhf.tokenizer import encode_chat_prompt
-
-    return [encode_chat_prompt(tokenizer, p.text) for p in prompts]
+# ----------------------------------------------------------------------------------------------------------------
+# The training loop
+# ----------------------------------------------------------------------------------------------------------------
 
 
-def _pretrain_batch(pretrain_ids: torch.Tensor, batch_size: int, seq_len: int, generator: torch.Generator):
-    """batch_size random windows of seq_len tokens from the 1-D pre-training stream -> (batch_size, seq_len)."""
-    if pretrain_ids.numel() <= seq_len:
-        raise ValueError(
-            f"pretrain_ids has {pretrain_ids.numel()} tokens but ptx needs windows of {seq_len}; "
-            "pass a longer pre-training stream or a smaller cfg.ptx_seq_len"
-        )
-    starts = torch.randint(0, pretrain_ids.numel() - seq_len, (batch_size,), generator=generator)  # (b,)
-    windows = starts[:, None] + torch.arange(seq_len)[None, :]  # (b, T) positions in the stream
-    return pretrain_ids[windows.to(pretrain_ids.device)]  # (b, T)
+def train_ppo(policy, prompts: list[list[int]], cfg: PPOConfig, *, reference, reward_model, value_model, tokenizer,
+              pretrain_ids: torch.Tensor | None = None, eval_fn=None, progress: bool = True, callback=None):
+    """Run PPO (PPO-ptx when cfg.ptx_coef > 0), InstructGPT step 3, on the policy's device.
 
-
-def train_ppo(
-    policy, ref_policy, reward_model, value_model, prompts, tokenizer, cfg: PPOConfig,
-    device=None, world=None, pretrain_ids: torch.Tensor | None = None, callback=None,
-):
-    """Run PPO (or PPO-ptx when cfg.ptx_coef > 0): InstructGPT step 3.
-
-    policy        π_RL, a copy of the SFT model (trained in place)
-    ref_policy    π_SFT, frozen (only ever run under no_grad): the KL anchor
-    reward_model  r_θ, frozen (idem): RewardModel, forward(idx, attention_mask) -> (B,)
-    value_model   V, a copy of the reward model (trained in place): token_values(idx, attention_mask) -> (B, T)
-    prompts       list of world Prompt objects (their .text is the user message)
-    world         if given, the gold labeler scores every rollout (logged as "gold"; never used for training)
+    policy        π_RL: a trainable copy of the SFT model, trained in place
+    prompts       the prompt distribution D: token-id lists in the chat format (tokenizer.encode_chat_prompt)
+    reference     π_SFT, the KL anchor; frozen here (requires_grad_(False))
+    reward_model  r_θ, forward(idx, attention_mask) -> (B,); frozen here
+    value_model   V, a trainable copy of the reward model, token_values(idx, attention_mask) -> (B, T); trained in
+                  place: after the run it is the critic of the returned policy
+    tokenizer     gives eos_token_id and pad_token_id
     pretrain_ids  1-D LongTensor token stream for the ptx term (required when cfg.ptx_coef > 0)
+    eval_fn       eval_fn(rollout) -> dict of extra statistics logged every iteration, never trained on (e.g. the
+                  gold labeler's score of the responses: evaluate.rollout_gold)
     callback      callback(iteration, stats) after every iteration
 
-    Returns (policy, value_model, history): history is a dict of lists, one entry per iteration. Writes no files.
+    Returns (policy, history); history is a dict of lists, one entry per iteration. Writes no files.
     Raises FloatingPointError naming the iteration and the statistic at the first NaN / inf.
     """
     from tqdm.auto import tqdm
 
-    if cfg.ptx_coef > 0 and pretrain_ids is None:
-        raise ValueError("cfg.ptx_coef > 0 (PPO-ptx) needs pretrain_ids, a 1-D LongTensor of pre-training tokens")
-    if len(prompts) == 0:
-        raise ValueError("train_ppo got no prompts; pass world.prompts('train')")
-    if policy is ref_policy:
-        raise ValueError("policy and ref_policy are the same object; pass policy=copy.deepcopy(sft), ref_policy=sft")
-    if value_model is reward_model or value_model is policy:
-        raise ValueError("value_model must be its own copy (copy.deepcopy(reward_model)): it is trained in place")
-    device = torch.device(device) if device is not None else next(policy.parameters()).device
-    for model in (policy, ref_policy, reward_model, value_model):
-        model.to(device)
-    # Dropout OFF for all four models during the whole run: with dropout, π and π_old would differ even before
-    # any update, so the ratio, the clipping and the KL would measure noise. (Gradients still flow in eval mode.)
-    was_training = [m.training for m in (policy, ref_policy, reward_model, value_model)]
-    for model in (policy, ref_policy, reward_model, value_model):
-        model.eval()
-
-    encoded = _encode_prompts(prompts, tokenizer)  # list of token-id lists
-    block_size = policy.config.block_size
-    longest = max(len(ids) for ids in encoded)
-    if longest + cfg.max_new_tokens > block_size:
-        raise ValueError(
-            f"the longest prompt is {longest} tokens; with max_new_tokens={cfg.max_new_tokens} that exceeds the "
-            f"model's context of {block_size}; lower cfg.max_new_tokens or use a larger block_size"
-        )
-    eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
-    ptx_len = min(cfg.ptx_seq_len or block_size, block_size)
-
-    # One Adam, two parameter groups. Adam is invariant to the loss scale per parameter, so with separate policy
-    # and value networks vf_coef only matters through gradient clipping and ε; value_lr is the real value knob.
-    optimizer = torch.optim.Adam(
-        [
-            {"params": [p for p in policy.parameters() if p.requires_grad], "lr": cfg.lr},
-            {"params": [p for p in value_model.parameters() if p.requires_grad], "lr": cfg.value_lr or cfg.lr},
-        ],
-        eps=cfg.adam_eps,
-    )
-    kl_ctl = (
-        AdaptiveKLController(cfg.init_kl_coef, cfg.target_kl, cfg.kl_horizon)
-        if cfg.adaptive_kl else FixedKLController(cfg.init_kl_coef)
-    )
+    _check_arguments(policy, prompts, cfg, reference, reward_model, value_model, pretrain_ids)
+    reference.requires_grad_(False)
+    reward_model.requires_grad_(False)
+    models = (policy, reference, reward_model, value_model)
+    was_training = [m.training for m in models]
+    for model in models:  # dropout OFF throughout: with it, π and π_old would differ before any update
+        model.eval()      # (gradients still flow in eval mode)
+    device = next(policy.parameters()).device
+    # One Adam, two models. Adam is invariant to the loss scale per parameter, so with separate policy and value
+    # networks vf_coef only matters through gradient clipping and ε; value_lr is the real value knob.
+    optimizer = make_optimizer([(policy, cfg.lr), (value_model, cfg.value_lr or cfg.lr)], betas=(0.9, 0.999),
+                               eps=cfg.adam_eps)
+    kl_ctl = (AdaptiveKLController(cfg.init_kl_coef, cfg.target_kl, cfg.kl_horizon) if cfg.adaptive_kl
+              else FixedKLController(cfg.init_kl_coef))
     cpu_gen = torch.Generator().manual_seed(cfg.seed)  # prompts, minibatch order, ptx windows
     sample_gen = torch.Generator(device=device).manual_seed(cfg.seed)  # token sampling
-    B, T = cfg.batch_size, cfg.temperature
-    mb_size = B // cfg.minibatches
     history: dict[str, list] = {}
-
-    bar = tqdm(range(cfg.iterations), desc="PPO", disable=not cfg.show_progress)
+    bar = tqdm(range(cfg.iterations), desc="PPO", disable=not progress)
     for iteration in bar:
-        stats: dict[str, float] = {"beta": kl_ctl.value}
-
-        # ---- 1. rollout: y ~ π_RL(·|x) ------------------------------------------------------------------------
-        t0 = time.perf_counter()
-        if B <= len(prompts):  # B distinct prompts
-            idx = torch.randperm(len(prompts), generator=cpu_gen)[:B]
-        else:  # fewer prompts than the batch: sample with replacement
-            idx = torch.randint(len(prompts), (B,), generator=cpu_gen)
-        batch_prompts = [prompts[i] for i in idx.tolist()]
-        with torch.no_grad():
-            gen = policy.generate(
-                [encoded[i] for i in idx.tolist()], max_new_tokens=cfg.max_new_tokens, temperature=T,
-                eos_token_id=eos_id, pad_token_id=pad_id, generator=sample_gen, return_logprobs=True,
-            )
-        seq, attn, P = gen.sequences.to(device), gen.attention_mask.to(device), gen.prompt_length  # (B, P+R)
-        response = seq[:, P:]  # (B, R)
-        mask = attn[:, P:].float()  # (B, R) 1 = real response token (EOS included)
-        ended = torch.as_tensor(gen.ended, device=device)  # (B,)
+        stats, t0 = {"beta": kl_ctl.value}, time.perf_counter()
+        ro = rollout(policy, prompts, cfg, tokenizer, cpu_gen, sample_gen)  # 1. x ~ D, y ~ π_RL(·|x)
         stats["time_generate"] = time.perf_counter() - t0
-
-        # ---- 2.-5. score, KL, rewards, advantages: one forward per model over the whole (B, P+R) -------------
         t0 = time.perf_counter()
-        with torch.no_grad():
-            logits = response_logits(policy, seq, attn, P)  # (B, R, V) at the positions predicting y_t
-            old_logp, entropy = response_logprobs(logits, response, T)  # (B, R) each; recomputed: exact π_old
-            ref_logits = response_logits(ref_policy, seq, attn, P)  # (B, R, V)
-            ref_logp, _ = response_logprobs(ref_logits, response, T)  # (B, R) π_SFT at the same T
-            old_values = value_model.token_values(seq, attention_mask=attn)[:, P - 1:-1] * mask  # (B, R) V(s_t)
-            rm_score = reward_model(seq, attention_mask=attn).float()  # (B,) r_θ(x, y), read at the last real token
-            score = rm_score
-            if cfg.missing_eos_penalty is not None:  # a response that never ends gets a fixed bad score
-                score = torch.where(ended, rm_score, torch.full_like(rm_score, cfg.missing_eos_penalty))
-            old_logp, ref_logp = old_logp * mask, ref_logp * mask
-            rewards = per_token_rewards(score, old_logp, ref_logp, mask, kl_ctl.value)  # (B, R)
-            advantages, returns = gae_advantages(rewards, old_values, mask, cfg.gamma, cfg.lam)  # (B, R) each
-            if cfg.whiten_advantages:
-                advantages = whiten(advantages, mask)
-            kl_k1, kl_k3 = kl_estimators(old_logp, ref_logp, mask)
-        stats.update(
-            rm_reward=rm_score.mean().item(), score=score.mean().item(), kl=kl_k1.item(), kl_k3=kl_k3.item(),
-            entropy=masked_mean(entropy, mask).item(), response_length=mask.sum(1).mean().item(),
-            ended_fraction=ended.float().mean().item(),
-            explained_variance=explained_variance(old_values, returns, mask),
-        )
-        if gen.logprobs is not None:  # sampling and the forward pass must agree (same T, same model)
-            stats["logprob_gap"] = ((gen.logprobs.to(device) - old_logp).abs() * mask).max().item()
-        if world is not None:
-            from minirlhf.world import gold_score
-
-            texts = [tokenizer.decode(r, skip_special_tokens=True) for r in gen.response_ids]
-            golds = [gold_score(world, p, t, bool(e)) for p, t, e in zip(batch_prompts, texts, ended.tolist())]
-            stats["gold"] = sum(g.total for g in golds) / len(golds)
+        r_theta, scores = score(ro, reward_model, cfg.missing_eos_penalty)  # 2. r_θ(x, y)
+        batch = advantages(ro, scores, policy=policy, reference=reference, value_model=value_model,  # 3.-5.
+                           beta=kl_ctl.value, cfg=cfg)
+        stats.update(rm_reward=r_theta.mean().item(), score=scores.mean().item(), **batch.stats,
+                     response_length=batch.mask.sum(1).mean().item(), ended_fraction=ro.ended.float().mean().item())
+        if eval_fn is not None:
+            stats.update(eval_fn(ro))
         stats["time_score"] = time.perf_counter() - t0
         check_finite(iteration, stats)
-
-        # ---- 6. PPO updates: ppo_epochs × minibatches --------------------------------------------------------
         t0 = time.perf_counter()
-        sums = {"policy_loss": 0.0, "value_loss": 0.0, "ptx_loss": 0.0, "clipfrac": 0.0, "approx_kl": 0.0,
-                "value_clipfrac": 0.0}
-        n_updates = 0
-        for _ in range(cfg.ppo_epochs):
-            order = torch.randperm(B, generator=cpu_gen)
-            for start in range(0, B, mb_size):
-                mb = order[start:start + mb_size].to(device)
-                mb_seq, mb_attn, mb_mask = seq[mb], attn[mb], mask[mb]
-                logits = response_logits(policy, mb_seq, mb_attn, P)  # (b, R, V)
-                logp, _ = response_logprobs(logits, response[mb], T)  # (b, R)
-                pg_loss, clipfrac, approx_kl = policy_loss(logp, old_logp[mb], advantages[mb], mb_mask, cfg.clip_range)
-                values = value_model.token_values(mb_seq, attention_mask=mb_attn)[:, P - 1:-1]  # (b, R)
-                vf_loss, vf_clipfrac = value_loss(values, old_values[mb], returns[mb], mb_mask, cfg.clip_range_value)
-                loss = pg_loss + cfg.vf_coef * vf_loss
-                if cfg.ptx_coef > 0:  # PPO-ptx: + γ·(−log π_RL(x)) on pre-training text
-                    pt = _pretrain_batch(pretrain_ids, cfg.ptx_batch_size, ptx_len, cpu_gen).to(device)
-                    pt_loss = ptx_loss(policy, pt)
-                    loss = loss + cfg.ptx_coef * pt_loss
-                    sums["ptx_loss"] += pt_loss.item()
-                step = {"policy_loss": pg_loss.item(), "value_loss": vf_loss.item(), "loss": loss.item()}
-                check_finite(iteration, step)  # before the step: never apply a NaN update
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
-                torch.nn.utils.clip_grad_norm_(value_model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                sums["policy_loss"] += step["policy_loss"]
-                sums["value_loss"] += step["value_loss"]
-                sums["clipfrac"] += clipfrac.item()
-                sums["approx_kl"] += approx_kl.item()
-                sums["value_clipfrac"] += vf_clipfrac.item()
-                n_updates += 1
-        stats.update({k: v / n_updates for k, v in sums.items()})
+        stats.update(update(batch, policy=policy, value_model=value_model, optimizer=optimizer, cfg=cfg,  # 6.
+                            generator=cpu_gen, pretrain_ids=pretrain_ids, iteration=iteration))
         stats["time_update"] = time.perf_counter() - t0
         check_finite(iteration, stats)
-
-        # ---- 7. adapt β towards the target KL ----------------------------------------------------------------
-        kl_ctl.update(stats["kl"], n_steps=B)
-
-        for k, v in stats.items():
-            history.setdefault(k, []).append(v)
-        postfix = {"rm": f"{stats['rm_reward']:.2f}", "kl": f"{stats['kl']:.2f}", "β": f"{stats['beta']:.3f}"}
-        if "gold" in stats:
-            postfix["gold"] = f"{stats['gold']:.2f}"
-        bar.set_postfix(postfix)
+        kl_ctl.update(stats["kl"], n_steps=cfg.batch_size)  # 7. adapt β towards the target KL
+        for key, value in stats.items():
+            history.setdefault(key, []).append(value)
+        bar.set_postfix({key: f"{stats[key]:.3f}" for key in ("rm_reward", "gold", "kl", "beta") if key in stats})
         if callback is not None:
             callback(iteration, stats)
-
-    for model, mode in zip((policy, ref_policy, reward_model, value_model), was_training):
+    for model, mode in zip(models, was_training):
         model.train(mode)
-    return policy, value_model, history
+    return policy, history
+
+
+def _check_arguments(policy, prompts, cfg, reference, reward_model, value_model, pretrain_ids) -> None:
+    """Friendly errors for the mistakes train_ppo can see before it starts."""
+    if not isinstance(prompts, (list, tuple)) or not prompts:
+        raise ValueError("train_ppo got no prompts; pass token-id lists, e.g. "
+                         "[encode_chat_prompt(tokenizer, p) for p in world.prompts('train')]")
+    if not all(isinstance(p, (list, tuple)) and p and all(isinstance(t, int) for t in p) for p in prompts):
+        raise ValueError(f"prompts must be non-empty token-id lists (encode_chat_prompt(tokenizer, text)); "
+                         f"got a {type(prompts[0]).__name__}")
+    longest = max(len(p) for p in prompts)
+    if longest + cfg.max_new_tokens > policy.config.block_size:
+        raise ValueError(
+            f"the longest prompt is {longest} tokens; with max_new_tokens={cfg.max_new_tokens} that exceeds the "
+            f"model's context of {policy.config.block_size}; lower cfg.max_new_tokens or use a larger block_size"
+        )
+    if _share_parameters(policy, reference):
+        raise ValueError("policy and reference share parameters (the same model, or a shallow copy.copy): the policy "
+                         "is trained in place; pass policy=copy.deepcopy(sft).requires_grad_(True), reference=sft")
+    if _share_parameters(value_model, reward_model) or _share_parameters(value_model, policy):
+        raise ValueError("value_model must be its own copy (copy.deepcopy(reward_model).requires_grad_(True)): "
+                         "it is trained in place")
+    for name, model in (("policy", policy), ("value_model", value_model)):
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ValueError(f"{name} has no trainable parameters (a copy of a frozen model?); "
+                             f"call {name}.requires_grad_(True)")
+    devices = {p.device for m in (policy, reference, reward_model, value_model) for p in m.parameters()}
+    if len(devices) > 1:
+        raise ValueError(f"the four models are on different devices {sorted(map(str, devices))}; move them all to "
+                         "one, e.g. model.to(device)")
+    if cfg.ptx_coef > 0:
+        ptx_len = min(cfg.ptx_seq_len or policy.config.block_size, policy.config.block_size)
+        if pretrain_ids is None or pretrain_ids.numel() <= ptx_len:
+            raise ValueError(f"cfg.ptx_coef > 0 (PPO-ptx) needs pretrain_ids, a 1-D LongTensor of pre-training tokens "
+                             f"longer than a window of {ptx_len} tokens (cfg.ptx_seq_len)")
+
+
+def _share_parameters(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    """True if a and b hold any of the same parameter storage (the same model, a shallow copy, or tied weights)."""
+    return bool({p.data_ptr() for p in a.parameters()} & {p.data_ptr() for p in b.parameters()})

@@ -4,27 +4,33 @@
 
 U is the token stream of the corpus ("the internet" of the toy world) and k the context window (block_size).
 We *maximise* L1, i.e. minimise the mean next-token cross-entropy −L1/N. Everything here is plain PyTorch:
-a token stream, random windows from it, AdamW with warm-up and cosine decay, gradient clipping, and a
-history dict that the plotting helpers draw.
+a token stream, windows from it (short ones first: a sequence-length curriculum), AdamW with warm-up and cosine
+decay, gradient clipping, and a history dict of lists that the plotting helpers draw. A probe (the loss on values
+that a lookup episode re-queries) shows the moment the model learns to look things up in its context. `train_pretrain` has the shape of every stage's trainer:
+
+    train_<stage>(model, data, cfg, *, progress=True, callback=None) -> (model, history)
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from minirlhf.model import GPT
+from minirlhf.model import GPT, make_optimizer, token_logprobs
 
 
 @dataclass
 class PretrainConfig:
     steps: int = 2000            # optimiser steps
-    batch_size: int = 32         # windows per step
+    tokens_per_step: int = 4096  # tokens per step at every context: batch = tokens_per_step // context
+    # (from step, context): short windows first make the previous-token + induction circuit cheap to find, then
+    # longer ones (Olsson et al. 2022: the induction head forms abruptly, early). Contexts are capped at block_size;
+    # () trains at block_size throughout. Stage i reads its own token stream when data gives one per stage.
+    curriculum: tuple = ((0, 32), (250, 64), (500, 128))
     lr: float = 3e-3             # peak learning rate (small model: larger LR than GPT-2's 2.5e-4)
     min_lr: float = 3e-4         # cosine decays to this
     warmup_steps: int = 100      # linear warm-up, as in GPT-1
@@ -32,7 +38,8 @@ class PretrainConfig:
     betas: tuple = (0.9, 0.95)
     grad_clip: float = 1.0       # global-norm clipping
     eval_every: int = 200        # steps between validation estimates
-    eval_batches: int = 8        # windows × batch_size evaluated per estimate
+    eval_batches: int = 8        # batches of block_size windows evaluated per estimate
+    probe_every: int = 50        # steps between estimates of the probe loss (when data has a probe)
     seed: int = 0
     max_seconds: float | None = None  # stop early after this many seconds (the schedule is still for `steps`)
 
@@ -45,12 +52,10 @@ def causal_lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: in
     if logits.shape[:2] != targets.shape:
         raise ValueError(f"logits are {tuple(logits.shape)} but targets are {tuple(targets.shape)}; "
                          "expected logits (B, T, V) and targets (B, T)")
-    log_p = F.log_softmax(logits.float(), dim=-1)                    # (B, T, V) log P(· | u_{<i})
     mask = targets != ignore_index                                   # (B, T)
     if not mask.any():
         raise ValueError("every target is ignore_index: there is no token to predict")
-    safe = targets.clamp(min=0)
-    log_p_u = log_p.gather(-1, safe.unsqueeze(-1)).squeeze(-1)       # (B, T) log P(u_i | u_{i-k..i-1})
+    log_p_u = token_logprobs(logits, targets.clamp(min=0))          # (B, T) log P(u_i | u_{i-k..i-1})
     return -(log_p_u * mask).sum() / mask.sum()
 
 
@@ -82,20 +87,95 @@ def get_batch(stream: torch.Tensor, block_size: int, batch_size: int, generator:
     return x, y
 
 
-def lr_at(step: int, cfg: PretrainConfig) -> float:
-    """Linear warm-up then cosine decay from lr to min_lr."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-    return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+def curriculum_stage(step: int, cfg: PretrainConfig, block_size: int) -> tuple[int, int]:
+    """(stage, context) of the sequence-length curriculum at `step`; the context is capped at block_size."""
+    stage, context = 0, block_size
+    for i, (start, k) in enumerate(cfg.curriculum):
+        if step >= start:
+            stage, context = i, min(k, block_size)
+    return stage, context
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.95)):
-    """AdamW with weight decay on matrices only (not on biases, LayerNorms)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+def stage_tokens(cfg: PretrainConfig, block_size: int) -> list[int]:
+    """Tokens each curriculum stage reads in `cfg.steps` steps: size a fresh stream per stage with these."""
+    starts = [start for start, _ in cfg.curriculum] or [0]
+    if starts[0] != 0 or starts != sorted(set(starts)):
+        raise ValueError(f"curriculum={cfg.curriculum}: (from step, context) pairs must start at step 0 and increase")
+    ends = starts[1:] + [cfg.steps]
+    needs = []
+    for i, (start, end) in enumerate(zip(starts, ends)):
+        _, context = curriculum_stage(start, cfg, block_size)
+        batch = max(1, cfg.tokens_per_step // context)
+        steps = max(0, min(end, cfg.steps) - start)
+        needs.append(steps * batch * context + 1 if steps else 0)   # +1: the last window's last target
+    return needs
+
+
+class StreamWindows:
+    """A token stream cut into windows x = u[s:s+k], y = u[s+1:s+k+1] at s = 0, k, 2k, ..., served in a seeded
+    random order, each once per pass: a fresh stream sized by `stage_tokens` is read exactly once."""
+
+    def __init__(self, stream: torch.Tensor, context: int, generator: torch.Generator):
+        if len(stream) <= context:
+            raise ValueError(f"the token stream has {len(stream)} tokens, fewer than context+1 = {context + 1}")
+        self.stream, self.context, self.generator = stream, context, generator
+        self.order: list[int] = []
+
+    def batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        k = self.context
+        starts = []
+        for _ in range(batch_size):
+            if not self.order:   # a new pass over the stream
+                n_windows = (len(self.stream) - 1) // k
+                self.order = (torch.randperm(n_windows, generator=self.generator) * k).tolist()
+            starts.append(self.order.pop())
+        x = torch.stack([self.stream[s:s + k] for s in starts])            # (B, k)
+        y = torch.stack([self.stream[s + 1:s + 1 + k] for s in starts])    # (B, k)
+        return x, y
+
+
+def probe_batch(tokenizer, rows: list[list[tuple[str, bool]]], block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of (text piece, scored) pieces -> (x (N, T), y (N, T)) with y = -100 except on the scored pieces' tokens.
+
+    Pieces are tokenized one by one (split them where the tokenizer splits words); rows longer than block_size
+    tokens are dropped. The loss on y (causal_lm_loss) is then the loss on the scored pieces only.
+    """
+    xs, ys = [], []
+    for row in rows:
+        ids, targets = [], []
+        for text, scored in row:
+            piece = tokenizer.encode(text, add_special_tokens=False)
+            ids += piece
+            targets += piece if scored else [-100] * len(piece)
+        if len(ids) - 1 <= block_size and any(t != -100 for t in targets[1:]):
+            xs.append(ids[:-1])
+            ys.append(targets[1:])
+    if not xs:
+        raise ValueError(f"no probe row fits in block_size={block_size} tokens")
+    T = max(len(x) for x in xs)
+    x = torch.tensor([x + [tokenizer.pad_token_id] * (T - len(x)) for x in xs])   # (N, T) padded on the right
+    y = torch.tensor([y + [-100] * (T - len(y)) for y in ys])                     # (N, T)
+    return x, y
+
+
+@torch.no_grad()
+def probe_loss(model: GPT, probe: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """Mean NLL (nats/token) on the probe's scored tokens (right padding: causal attention never sees it)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    x, y = probe
+    logits, _ = model(x.to(device))
+    model.train(was_training)
+    return causal_lm_loss(logits, y.to(device)).item()
+
+
+def cosine_lr(step: int, steps: int, lr: float, min_lr: float = 0.0, warmup_steps: int = 0) -> float:
+    """The learning rate at `step` of `steps`: linear warm-up over warmup_steps, then cosine decay from lr to min_lr."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, steps - warmup_steps))
+    return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (lr - min_lr)
 
 
 def optimizer_step(model: torch.nn.Module, optimizer, loss: torch.Tensor, lr: float, grad_clip: float,
@@ -136,38 +216,69 @@ def evaluate_loss(model: GPT, stream: torch.Tensor, batch_size: int = 32, max_ba
     return total / count
 
 
-def pretrain(model: GPT, train_ids: torch.Tensor, val_ids: torch.Tensor, cfg: PretrainConfig,
-             device: torch.device | str | None = None, progress: bool = True) -> dict:
-    """Maximise L1 on the training stream. Returns a history dict for plotting."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    model.to(device).train()
+def train_pretrain(model: GPT, data: tuple, cfg: PretrainConfig, *,
+                   progress: bool = True, callback=None) -> tuple[GPT, dict]:
+    """Maximise L1 on the training stream, on the model's device. Returns (model, history), trained in place.
+
+    data: (train, val) or (train, val, probe). train: one 1-D token stream, or a list with one stream per curriculum
+    stage (a fresh stream per phase of the corpus); val: a 1-D stream (see token_stream, split_stream); probe: (x, y)
+    from probe_batch, whose loss is logged every cfg.probe_every steps.
+    callback(step, stats) after every step; stats has train_loss and lr, and val_loss at validation steps.
+    history: step, train_loss, lr, context (per step); eval_step, val_loss, tokens_per_s, seconds (per validation);
+    probe_step, probe_loss (per probe estimate).
+    """
+    if not (isinstance(data, (tuple, list)) and len(data) in (2, 3)):
+        raise ValueError("data must be (train_ids, val_ids) or (train_ids, val_ids, probe): 1-D token streams, "
+                         "e.g. split_stream(token_stream(...))")
+    train, val_ids, probe = (*data, None) if len(data) == 2 else data
+    streams = list(train) if isinstance(train, (list, tuple)) else None
+    n_stages = max(1, len(cfg.curriculum))
+    if streams is not None and len(streams) != n_stages:
+        raise ValueError(f"data has {len(streams)} training streams but the curriculum has {n_stages} stages")
+    device = next(model.parameters()).device
+    block_size = model.config.block_size
+    model.train()
     generator = torch.Generator().manual_seed(cfg.seed)
-    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas)
-    history = {"step": [], "train_loss": [], "lr": [], "eval_step": [], "val_loss": [], "tokens_per_s": [],
-               "config": asdict(cfg)}
-    tokens_per_step = cfg.batch_size * model.config.block_size
+    optimizer = make_optimizer([(model, cfg.lr)], cfg.weight_decay, cfg.betas)
+    history = {"step": [], "train_loss": [], "lr": [], "context": [], "eval_step": [], "val_loss": [],
+               "tokens_per_s": [], "seconds": [], "probe_step": [], "probe_loss": []}
+    eval_batch = max(1, cfg.tokens_per_step // block_size)
+    windows: dict[int, StreamWindows] = {}
+    tokens = 0
     start = time.perf_counter()
     bar = tqdm(range(cfg.steps), desc="pre-train", disable=not progress, mininterval=1.0)
     for step in bar:
-        lr = lr_at(step, cfg)
-        x, y = get_batch(train_ids, model.config.block_size, cfg.batch_size, generator)
+        lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.min_lr, cfg.warmup_steps)
+        stage, context = curriculum_stage(step, cfg, block_size)
+        if stage not in windows:   # a new stage of the curriculum: its stream, cut at its context
+            windows[stage] = StreamWindows(train if streams is None else streams[stage], context, generator)
+        x, y = windows[stage].batch(max(1, cfg.tokens_per_step // context))     # (B, context) each
         logits, _ = model(x.to(device))
         loss = causal_lm_loss(logits, y.to(device))   # −L1/N on this batch
         optimizer_step(model, optimizer, loss, lr, cfg.grad_clip, f"pre-training step {step}")
+        tokens += y.numel()
+        stats = {"train_loss": loss.item(), "lr": lr}
         history["step"].append(step)
-        history["train_loss"].append(loss.item())
+        history["train_loss"].append(stats["train_loss"])
         history["lr"].append(lr)
+        history["context"].append(context)
         elapsed = time.perf_counter() - start
         last = step == cfg.steps - 1 or (cfg.max_seconds is not None and elapsed > cfg.max_seconds)
+        if probe is not None and (step % cfg.probe_every == 0 or last):
+            stats["probe_loss"] = probe_loss(model, probe)
+            history["probe_step"].append(step)
+            history["probe_loss"].append(stats["probe_loss"])
         if step % cfg.eval_every == 0 or last:
-            val = evaluate_loss(model, val_ids, cfg.batch_size, cfg.eval_batches)
+            stats["val_loss"] = evaluate_loss(model, val_ids, eval_batch, cfg.eval_batches)
             model.train()
             history["eval_step"].append(step)
-            history["val_loss"].append(val)
-            history["tokens_per_s"].append(tokens_per_step * (step + 1) / max(elapsed, 1e-9))
-            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{val:.3f}")
+            history["val_loss"].append(stats["val_loss"])
+            history["tokens_per_s"].append(tokens / max(elapsed, 1e-9))
+            history["seconds"].append(elapsed)
+            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{stats['val_loss']:.3f}")
+        if callback is not None:
+            callback(step, stats)
         if last:
             break
     model.eval()
-    history["seconds"] = time.perf_counter() - start
-    return history
+    return model, history

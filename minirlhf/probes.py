@@ -2,9 +2,10 @@
 
 Pairwise accuracy on held-out comparisons is one number, and it can look fine while the reward model
 prefers, say, an answer without its end token to the same answer with it. PPO maximises r_θ, so it finds such
-blind spots and exploits them (InstructGPT §4.1 reports the RM being over-optimised; shared/CALIBRATION.md
-saw an RM at 0.93 pairwise accuracy that liked repetitions and missing EOS). So for held-out prompts we pair
-the ideal response (`world.ideal_response`) with a copy broken in ONE way, and count how often r(good) > r(bad):
+blind spots and exploits them (InstructGPT §4.1 reports the RM being over-optimised; docs/calibration.md
+records a prototype RM at 0.93 pairwise accuracy that liked repetitions and missing EOS). So for held-out
+prompts we pair the ideal response (`world.ideal_response`) with a copy broken in ONE way, and count how often
+r(good) > r(bad):
 
     wrong_fact   the answer's fact swapped for another value of the same attribute (not for list prompts)
     rude         a rude phrase from the world's RUDE_PREFIXES / RUDE_SUFFIXES added
@@ -22,9 +23,9 @@ import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from minirlhf.gold import gold_score
 from minirlhf.reward import score_responses
 from minirlhf.world import RUDE_PREFIXES, RUDE_SUFFIXES, VALUE_ATTRIBUTE, VALUES, Prompt
+from minirlhf.world.gold import gold_score
 
 FAILURE_TYPES = ("wrong_fact", "rude", "repeated", "unended", "off_topic")
 

@@ -12,7 +12,7 @@ together, so that a prompt with many pairs does not dominate and the model does 
 "At the end of training, we normalize the reward model using a bias so that the labeler demonstrations
 achieve a mean score of 0 before doing RL": that is `normalize_reward`.
 
-Toy-scale lessons (shared/CALIBRATION.md): the head starts with std 1/√(d+1) and learns faster than the
+Toy-scale lessons (docs/calibration.md): the head starts with std 1/√(d+1) and learns faster than the
 trunk (`head_lr_mult`); a zero head at the trunk's learning rate stayed at loss log 2 = 0.693.
 """
 
@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from minirlhf.model import GPT, GPTConfig, last_token_index, pad_right
+from minirlhf.model import GPT, GPTConfig, last_token_index, make_optimizer, pad_right
 from minirlhf.tokenizer import encode_chat_prompt
 
 # ----------------------------------------------------------------------------------------------------------
@@ -94,12 +94,12 @@ def pairwise_loss(rewards: torch.Tensor, rankings: torch.Tensor) -> tuple[torch.
                          f"{tuple(rewards.shape)} and rankings {tuple(rankings.shape)}")
     _check_rankings(rankings)
     N, K = rewards.shape
-    better, worse = torch.triu_indices(K, K, offset=1, device=rewards.device)  # (P,) ranks i < j: i beats j
-    winners, losers = rankings[:, better], rankings[:, worse]                  # (N, P) response indices
-    valid = (winners >= 0) & (losers >= 0)                                     # (N, P) pair exists
-    r_w = rewards.gather(1, winners.clamp(min=0))                              # (N, P) r_θ(x, y_w)
-    r_l = rewards.gather(1, losers.clamp(min=0))                               # (N, P) r_θ(x, y_l)
-    log_p = F.logsigmoid(r_w - r_l)                                            # (N, P) log σ(r_w − r_l)
+    better, worse = torch.triu_indices(K, K, offset=1, device=rewards.device)  # (M,) ranks i < j: i beats j, M = C(K,2)
+    winners, losers = rankings[:, better], rankings[:, worse]                  # (N, M) response indices
+    valid = (winners >= 0) & (losers >= 0)                                     # (N, M) pair exists
+    r_w = rewards.gather(1, winners.clamp(min=0))                              # (N, M) r_θ(x, y_w)
+    r_l = rewards.gather(1, losers.clamp(min=0))                               # (N, M) r_θ(x, y_l)
+    log_p = F.logsigmoid(r_w - r_l)                                            # (N, M) log σ(r_w − r_l)
     pairs_per_prompt = valid.sum(dim=1)                                        # (N,) C(K_n, 2)
     per_prompt = (log_p * valid).sum(dim=1) / pairs_per_prompt                 # (N,) mean over its pairs
     loss = -per_prompt.mean()
@@ -131,18 +131,12 @@ def _check_rankings(rankings: torch.Tensor) -> None:
 # Tokenising (prompt, response) pairs and scoring them
 
 
-def _prompt_text(prompt) -> str:
-    """The user message of a world Prompt, a prompt dict ({"text": ...}) or a plain string."""
-    if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, dict):
-        return prompt["text"]
-    return prompt.text
-
-
 def encode_response(tokenizer, prompt, response: str, ended: bool) -> list[int]:
-    """ids of chat_prompt(x) + ids of y + [EOS] if the response ended (the contract's sequence layout)."""
-    ids = encode_chat_prompt(tokenizer, _prompt_text(prompt))
+    """ids of chat_prompt(x) + ids of y + [EOS] if the response ended (the contract's sequence layout).
+
+    prompt: a world Prompt, a prompt dict ({"text": ..., "history": ...}) or a user message; history included.
+    """
+    ids = encode_chat_prompt(tokenizer, prompt)
     ids = ids + tokenizer.encode(response, add_special_tokens=False)
     return ids + [tokenizer.eos_token_id] if ended else ids
 
@@ -184,7 +178,7 @@ def score_responses(rm: RewardModel, tokenizer, prompts: Sequence, responses: Se
 class RewardConfig:
     epochs: int = 1              # InstructGPT trains the RM for a single epoch: it overfits after one (§3.5)
     lr: float = 1e-4             # trunk learning rate (paper: 9e-6 for the 6B RM; a tiny model takes more)
-    head_lr_mult: float = 10.0   # the fresh head learns this many times faster (CALIBRATION: 10-20x)
+    head_lr_mult: float = 10.0   # the fresh head learns this many times faster (docs/calibration.md: 10-20x)
     batch_prompts: int = 8       # prompts per step; each brings all of its C(K,2) pairs (paper: 64)
     weight_decay: float = 0.0    # AdamW decay on weight matrices only
     grad_clip: float = 1.0       # global-norm clipping
@@ -211,41 +205,36 @@ def comparison_batch(rm: RewardModel, tokenizer, comparisons: Sequence) -> tuple
     return rewards, rankings
 
 
-def _param_groups(rm: RewardModel, cfg: RewardConfig) -> list[dict]:
-    """Trunk matrices (decayed), trunk vectors (not decayed), and the head at head_lr_mult × lr."""
-    decay = [p for p in rm.trunk.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in rm.trunk.parameters() if p.requires_grad and p.dim() < 2]
-    return [
-        {"params": decay, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "lr": cfg.lr, "weight_decay": 0.0},
-        {"params": list(rm.head.parameters()), "lr": cfg.lr * cfg.head_lr_mult, "weight_decay": 0.0},
-    ]
+def train_reward_model(rm: RewardModel, data: tuple[Sequence, Sequence | None], cfg: RewardConfig, *, tokenizer,
+                       progress: bool = True, callback=None) -> tuple[RewardModel, dict]:
+    """Minimise the pairwise loss over `cfg.epochs` passes of the training comparisons, on the RM's device.
 
-
-def train_reward_model(rm: RewardModel, train_comparisons: Sequence, val_comparisons: Sequence | None,
-                       tokenizer, cfg: RewardConfig | None = None, device=None, progress: bool = True) -> dict:
-    """Minimise the pairwise loss over `cfg.epochs` passes of the training comparisons. Returns a history dict.
-
+    data: (train_comparisons, val_comparisons); val may be None. Returns (rm, history), trained in place.
+    callback(step, stats) after every step; stats: loss, accuracy (and val_accuracy, val_gold_accuracy when measured).
     history: step, loss, accuracy (per step, vs the stored noisy ranking); val_step, val_accuracy,
-    val_gold_accuracy (every `eval_every` steps and after each epoch, vs the noisy ranking and vs the
-    noise-free gold order); seconds (wall time of the whole run).
+    val_gold_accuracy, seconds (every `eval_every` steps and after each epoch, vs the noisy ranking and vs the
+    noise-free gold order; seconds since the start).
     """
-    cfg = cfg or RewardConfig()
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise ValueError("data must be (train_comparisons, val_comparisons); the second may be None")
+    train_comparisons, val_comparisons = data
     if len(train_comparisons) == 0:
         raise ValueError("no training comparisons; sample some with comparisons.sample_comparisons")
-    if device is not None:
-        rm.to(device)
     start_time = time.perf_counter()
-    optimizer = torch.optim.AdamW(_param_groups(rm, cfg), betas=(0.9, 0.95))
+    # the fresh head learns head_lr_mult times faster than the trunk (a zero-gradient start otherwise stalls)
+    optimizer = make_optimizer([(rm.trunk, cfg.lr), (rm.head, cfg.lr * cfg.head_lr_mult)], cfg.weight_decay)
     rng = random.Random(cfg.seed)
-    history = {"step": [], "loss": [], "accuracy": [], "val_step": [], "val_accuracy": [], "val_gold_accuracy": []}
+    history = {"step": [], "loss": [], "accuracy": [], "val_step": [], "val_accuracy": [], "val_gold_accuracy": [],
+               "seconds": []}
 
-    def validate(step: int) -> None:
+    def validate(step: int, stats: dict) -> None:
         if val_comparisons and (not history["val_step"] or history["val_step"][-1] != step):
             val = pairwise_accuracy(rm, val_comparisons, tokenizer, cfg.eval_batch_prompts)  # leaves rm in train mode
-            history["val_step"].append(step)
-            history["val_accuracy"].append(val["accuracy"])
-            history["val_gold_accuracy"].append(val["gold_accuracy"])
+            stats.update(val_accuracy=val["accuracy"], val_gold_accuracy=val["gold_accuracy"])
+            for key, value in (("val_step", step), ("val_accuracy", val["accuracy"]),
+                               ("val_gold_accuracy", val["gold_accuracy"]),
+                               ("seconds", time.perf_counter() - start_time)):
+                history[key].append(value)
 
     steps_per_epoch = math.ceil(len(train_comparisons) / cfg.batch_prompts)
     bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="reward model", disable=not progress)
@@ -264,18 +253,18 @@ def train_reward_model(rm: RewardModel, train_comparisons: Sequence, val_compari
                 torch.nn.utils.clip_grad_norm_(rm.parameters(), cfg.grad_clip)
             optimizer.step()
             step += 1
-            history["step"].append(step)
-            history["loss"].append(loss.item())
-            history["accuracy"].append(accuracy.item())
+            stats = {"loss": loss.item(), "accuracy": accuracy.item()}
+            for key in ("step", "loss", "accuracy"):
+                history[key].append(step if key == "step" else stats[key])
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy.item():.2f}")
-            if cfg.eval_every and step % cfg.eval_every == 0:
-                validate(step)
-        validate(step)
+            bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['accuracy']:.2f}")
+            if (cfg.eval_every and step % cfg.eval_every == 0) or start + cfg.batch_prompts >= len(order):
+                validate(step, stats)   # every eval_every steps and at the end of each epoch
+            if callback is not None:
+                callback(step, stats)
     bar.close()
     rm.eval()
-    history["seconds"] = time.perf_counter() - start_time
-    return history
+    return rm, history
 
 
 @torch.no_grad()

@@ -14,13 +14,13 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
-from minirlhf.model import GPT, pad_right
-from minirlhf.pretrain import causal_lm_loss, make_optimizer, optimizer_step
+from minirlhf.model import GPT, make_optimizer, pad_right
+from minirlhf.pretrain import causal_lm_loss, cosine_lr, optimizer_step
 from minirlhf.tokenizer import encode_chat_prompt
 
 
@@ -36,12 +36,15 @@ class SFTConfig:
     seed: int = 0
 
 
-def sft_example(tokenizer, prompt_text: str, response: str, ended: bool = True) -> tuple[list[int], list[int]]:
-    """Token ids of chat(prompt) + response (+ EOS) and the labels: −100 on the prompt, the next token elsewhere."""
-    prompt_ids = encode_chat_prompt(tokenizer, prompt_text)
+def sft_example(tokenizer, prompt, response: str, ended: bool = True) -> tuple[list[int], list[int]]:
+    """Token ids of chat(prompt) + response (+ EOS) and the labels: −100 on the prompt, the next token elsewhere.
+
+    prompt: a user message (str) or a world Prompt; a multi-turn prompt's earlier turns are context (−100) too.
+    """
+    prompt_ids = encode_chat_prompt(tokenizer, prompt)
     response_ids = tokenizer.encode(response, add_special_tokens=False) + ([tokenizer.eos_token_id] if ended else [])
     if not response_ids:
-        raise ValueError(f"empty response for prompt {prompt_text!r}")
+        raise ValueError(f"empty response for prompt {getattr(prompt, 'text', prompt)!r}")
     ids = prompt_ids + response_ids
     # labels[t] is the target for position t: the token at t+1, counted only where t+1 is a response token.
     labels = [-100] * (len(prompt_ids) - 1) + response_ids + [-100]
@@ -61,15 +64,6 @@ def masked_sft_loss(model: GPT, ids: torch.Tensor, labels: torch.Tensor, mask: t
     return causal_lm_loss(logits, labels)
 
 
-def set_dropout(model: torch.nn.Module, p: float) -> None:
-    """Set every dropout probability in the model (residual, attention, embedding) to p."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = p
-        if hasattr(module, "dropout") and isinstance(module.dropout, float):
-            module.dropout = p
-
-
 @torch.no_grad()
 def validation_loss(model: GPT, tokenizer, examples: list[tuple[list[int], list[int]]], batch_size: int = 32) -> float:
     model.eval()
@@ -83,41 +77,51 @@ def validation_loss(model: GPT, tokenizer, examples: list[tuple[list[int], list[
     return total / count
 
 
-def train_sft(model: GPT, tokenizer, demonstrations: list[tuple[str, str]], cfg: SFTConfig,
-              val_demonstrations: list[tuple[str, str]] | None = None, score_fn=None,
-              progress: bool = True) -> tuple[GPT, dict]:
-    """Fine-tune on (prompt_text, response) pairs; pick the best epoch.
+def train_sft(model: GPT, data: tuple[list, list | None], cfg: SFTConfig, *, tokenizer, eval_fn=None,
+              progress: bool = True, callback=None) -> tuple[GPT, dict]:
+    """Fine-tune on (prompt_text, response) pairs, on the model's device; keep the best epoch. Returns (model, history).
 
-    score_fn(model) -> float, if given, scores the model after every epoch (e.g. mean reward-model score or gold score
-    of sampled answers on validation prompts); the paper selects the final SFT model by RM score, so when score_fn is
-    given the epoch with the highest score is returned, otherwise the epoch with the lowest validation loss.
-    Returns (best model, history).
+    data: (demonstrations, val_demonstrations), each a list of (prompt, response); val may be None. A prompt is a
+    user message or a world Prompt (multi-turn prompts keep their history: `tokenizer.chat_prompt`).
+    eval_fn(model) -> float, if given, scores the model after every epoch (e.g. mean RM score or gold score of
+    sampled answers on validation prompts); the paper selects the final SFT model by RM score, so with eval_fn the
+    epoch with the highest score is kept, else the one with the lowest validation loss, else the last.
+    callback(epoch, stats) after every epoch (and for epoch 0, the starting point); stats: val_loss, score.
+    history: step, train_loss (per step); epoch, val_loss, score, seconds, selected (per epoch, epoch 0 = the
+    model before fine-tuning; `selected` is True for the kept epoch only).
     """
+    pair_of_lists = isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], str)
+    if not pair_of_lists or (data[0] and isinstance(data[0][0], str)):
+        raise ValueError("data must be (demonstrations, val_demonstrations): two lists of (prompt_text, response), "
+                         "the second may be None")
+    demonstrations, val_demonstrations = data
     if not demonstrations:
         raise ValueError("no demonstrations: SFT needs at least one (prompt, response) pair")
     device = next(model.parameters()).device
     train = [sft_example(tokenizer, p, r) for p, r in demonstrations]
     val = [sft_example(tokenizer, p, r) for p, r in val_demonstrations] if val_demonstrations else None
     generator = torch.Generator().manual_seed(cfg.seed)
-    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
-    history = {"step": [], "train_loss": [], "epoch": [], "val_loss": [], "score": [], "config": asdict(cfg)}
+    optimizer = make_optimizer([(model, cfg.lr)], cfg.weight_decay)
+    total_steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
+    history = {"step": [], "train_loss": [], "epoch": [], "val_loss": [], "score": [], "seconds": []}
     snapshots, step, start = [], 0, time.perf_counter()
 
     def record_epoch(epoch: int) -> None:
-        history["epoch"].append(epoch)
-        history["val_loss"].append(validation_loss(model, tokenizer, val) if val else float("nan"))
-        history["score"].append(float(score_fn(model)) if score_fn else float("nan"))
+        stats = {"val_loss": validation_loss(model, tokenizer, val) if val else float("nan"),
+                 "score": float(eval_fn(model)) if eval_fn else float("nan")}
+        for key, value in (("epoch", epoch), *stats.items(), ("seconds", time.perf_counter() - start)):
+            history[key].append(value)
         snapshots.append(copy.deepcopy(model.state_dict()))
+        if callback is not None:
+            callback(epoch, stats)
 
     record_epoch(0)   # the starting point: the pre-trained model
     for epoch in tqdm(range(1, cfg.epochs + 1), desc="SFT", disable=not progress):
         model.train()
-        set_dropout(model, cfg.dropout)
+        model.set_dropout(cfg.dropout)
         order = torch.randperm(len(train), generator=generator).tolist()
         for i in range(0, len(order), cfg.batch_size):
-            lr = cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * step / total_steps)))
+            lr = cosine_lr(step, total_steps, cfg.lr, cfg.lr * cfg.min_lr_ratio)
             ids, labels, mask = collate([train[j] for j in order[i:i + cfg.batch_size]], tokenizer.pad_token_id,
                                         model.config.block_size)
             loss = masked_sft_loss(model, ids.to(device), labels.to(device), mask.to(device))
@@ -125,21 +129,22 @@ def train_sft(model: GPT, tokenizer, demonstrations: list[tuple[str, str]], cfg:
             history["step"].append(step)
             history["train_loss"].append(loss.item())
             step += 1
-        set_dropout(model, model.config.dropout)
+        model.set_dropout(model.config.dropout)
         model.eval()
         record_epoch(epoch)
 
-    candidates = range(1, len(snapshots)) if cfg.epochs > 0 else range(1)   # epoch 0 (pre-trained) is only a reference
-    if score_fn is not None:
-        best = max(candidates, key=lambda e: history["score"][e])
-        history["selected_by"] = "score"
-    elif val is not None:
-        best = min(candidates, key=lambda e: history["val_loss"][e])
-        history["selected_by"] = "val_loss"
-    else:
-        best, history["selected_by"] = candidates[-1], "last epoch"
+    best = _best_epoch(history, cfg.epochs, by_score=eval_fn is not None, by_val_loss=val is not None)
+    history["selected"] = [e == best for e in range(len(snapshots))]
     model.load_state_dict(snapshots[best])
     model.eval()
-    history["best_epoch"] = history["epoch"][best]
-    history["seconds"] = time.perf_counter() - start
     return model, history
+
+
+def _best_epoch(history: dict, epochs: int, by_score: bool, by_val_loss: bool) -> int:
+    """Highest score, else lowest validation loss, else the last epoch; epoch 0 (not fine-tuned) only if epochs = 0."""
+    candidates = range(1, epochs + 1) if epochs > 0 else range(1)
+    if by_score:
+        return max(candidates, key=lambda e: history["score"][e])
+    if by_val_loss:
+        return min(candidates, key=lambda e: history["val_loss"][e])
+    return candidates[-1]

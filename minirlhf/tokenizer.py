@@ -21,9 +21,10 @@ Chat format (InstructGPT §3.2 trains on prompt/response pairs; this is our way 
     "<|user|>what colour does bobo like?\\n<|assistant|>bobo likes red.<|endoftext|>"
 
 Turns are joined with "\\n"; with `add_generation_prompt=True` the text ends with "\\n<|assistant|>", where
-the model takes over. Because "<|assistant|>" is a special token, the prompt's ids followed by the
-response's ids are exactly the ids of prompt + response as one string: SFT, reward modelling and PPO can
-tokenise prompt and response separately and concatenate.
+the model takes over. A prompt with a history (earlier user/assistant turns) is written the same way, turn
+by turn: `chat_prompt(prompt)` is the one place that turns a prompt into the text x. Because "<|assistant|>"
+is a special token, the prompt's ids followed by the response's ids are exactly the ids of prompt + response
+as one string: SFT, reward modelling and PPO can tokenise prompt and response separately and concatenate.
 """
 
 from __future__ import annotations
@@ -132,14 +133,36 @@ def format_chat(messages: Sequence[dict], add_generation_prompt: bool = True) ->
     return text
 
 
-def chat_prompt(user_text: str) -> str:
-    """A single-turn prompt x, ready for the model to continue: "<|user|>{user_text}\\n<|assistant|>"."""
-    return format_chat([{"role": "user", "content": user_text}], add_generation_prompt=True)
+def chat_messages(prompt) -> list[dict]:
+    """The conversation a prompt x stands for: its earlier turns (oldest first), then its user message.
+
+    prompt: a user message (str); a world Prompt (`.history`: (user, assistant) pairs, then `.text`); or a prompt
+    dict as stored in JSONL files ({"text": ..., "history": [[user, assistant], ...]}, history optional).
+    """
+    if isinstance(prompt, str):
+        text, history = prompt, ()
+    elif isinstance(prompt, dict) and "text" in prompt:
+        text, history = prompt["text"], prompt.get("history") or ()
+    elif hasattr(prompt, "text"):
+        text, history = prompt.text, getattr(prompt, "history", ())
+    else:
+        raise TypeError(f"a prompt must be a user message (str), a world Prompt or a dict with 'text'; "
+                        f"got {type(prompt).__name__}")
+    messages = []
+    for user, assistant in history:
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    return messages + [{"role": "user", "content": text}]
 
 
-def encode_chat_prompt(tok: PreTrainedTokenizerFast, user_text: str) -> list[int]:
-    """Token ids of `chat_prompt(user_text)`; the last id is always ASSISTANT's."""
-    return tok.encode(chat_prompt(user_text), add_special_tokens=False)
+def chat_prompt(prompt) -> str:
+    """THE prompt x every stage feeds the model (SFT, comparisons, RM, PPO, evaluation, chat), ready to continue:
+    "<|user|>q\\n<|assistant|>", preceded by the earlier turns of a multi-turn prompt (see `chat_messages`)."""
+    return format_chat(chat_messages(prompt), add_generation_prompt=True)
+
+
+def encode_chat_prompt(tok: PreTrainedTokenizerFast, prompt) -> list[int]:
+    """Token ids of `chat_prompt(prompt)`; the last id is always ASSISTANT's."""
+    return tok.encode(chat_prompt(prompt), add_special_tokens=False)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
     Attention(Q, K, V) = softmax(Q·Kᵀ / √d_k + M) · V,   M[t, j] = −∞ for j > t (no peeking at the future)
 
-Check: minirlhf.exercises.check_attention(attention)
+Check: minirlhf.course.exercises.check_attention(attention)
 """
 
 import math

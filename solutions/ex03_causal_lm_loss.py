@@ -2,7 +2,7 @@
 
     L = −(1/N) Σ_i log P(u_i | u_<i),   summed over the N targets that are not −100 (ignored positions)
 
-Check: minirlhf.exercises.check_causal_lm_loss(causal_lm_loss)
+Check: minirlhf.course.exercises.check_causal_lm_loss(causal_lm_loss)
 """
 
 import torch

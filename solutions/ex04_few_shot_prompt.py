@@ -5,7 +5,7 @@
     kiki blue
     bobo               <- the model continues with " red"
 
-Check: minirlhf.exercises.check_few_shot_prompt(few_shot_prompt)
+Check: minirlhf.course.exercises.check_few_shot_prompt(few_shot_prompt)
 """
 
 

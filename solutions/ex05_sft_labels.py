@@ -4,7 +4,7 @@ The input is ids = prompt_ids + response_ids (the response ends with EOS when it
 position t predicts token t + 1, so labels[t] = ids[t + 1] when that token belongs to the response, else −100
 (ignored by the loss). The last prompt position therefore predicts the first response token.
 
-Check: minirlhf.exercises.check_sft_labels(sft_labels)
+Check: minirlhf.course.exercises.check_sft_labels(sft_labels)
 """
 
 

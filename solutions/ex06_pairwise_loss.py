@@ -4,7 +4,7 @@
 
 For each prompt, every pair of its K ranked responses is one comparison: the higher-ranked y_w should score higher.
 
-Check: minirlhf.exercises.check_pairwise_loss(pairwise_loss)
+Check: minirlhf.course.exercises.check_pairwise_loss(pairwise_loss)
 """
 
 import torch

@@ -3,7 +3,7 @@
     δ_t = r_t + γ·V(s_{t+1}) − V(s_t)        with V(s_{t+1}) = 0 after the last real token (the episode ends)
     A_t = δ_t + γλ·A_{t+1}
 
-Check: minirlhf.exercises.check_gae(gae_advantages)
+Check: minirlhf.course.exercises.check_gae(gae_advantages)
 """
 
 import torch

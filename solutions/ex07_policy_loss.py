@@ -3,7 +3,7 @@
     ratio_t = π(y_t | ·) / π_old(y_t | ·) = exp(log π − log π_old)
     L = −mean_t min( ratio_t·A_t,  clip(ratio_t, 1 − ε, 1 + ε)·A_t )        over real tokens (mask == 1)
 
-Check: minirlhf.exercises.check_policy_loss(policy_loss)
+Check: minirlhf.course.exercises.check_policy_loss(policy_loss)
 """
 
 import torch

@@ -5,7 +5,7 @@ For a token y sampled from π_RL, with r = π_SFT(y) / π_RL(y):
     k1 = −log r                 unbiased, but negative whenever π_SFT(y) > π_RL(y)
     k3 = (r − 1) − log r        unbiased too (E[r] = 1), and never negative since log r ≤ r − 1
 
-Check: minirlhf.exercises.check_k3(k3)
+Check: minirlhf.course.exercises.check_k3(k3)
 """
 
 import torch

@@ -2,7 +2,7 @@
 
 For each prompt compare the two answers' scores: a win counts 1, a tie ½, a loss 0; average over prompts.
 
-Check: minirlhf.exercises.check_win_rate(win_rate)
+Check: minirlhf.course.exercises.check_win_rate(win_rate)
 """
 
 

@@ -14,9 +14,9 @@ from minirlhf.comparisons import (
     sample_comparisons,
     save_comparisons,
 )
-from minirlhf.gold import NoisyRanker, gold_score
 from minirlhf.model import GPT, get_config
 from minirlhf.world import World, WorldConfig
+from minirlhf.world.gold import NoisyRanker, gold_score
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def write_lines(path, lines):
 
 
 def test_sample_comparisons_spreads_sources_and_ranks_by_gold(world, tok):
-    prompts = [p for p in world.prompts("train") if len(p.text) < 60][:6]
+    prompts = [p for p in world.prompts("train") if len(p.text) < 60 and not p.history][:6]   # fit the context
     policies = {"pre": random_policy(tok, 1), "sft": random_policy(tok, 2)}
     comps = sample_comparisons(prompts, policies, tok, world, k=4, temperatures=(0.7, 1.3),
                                ranker=NoisyRanker(seed=3), seed=0, max_new_tokens=8)

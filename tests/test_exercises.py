@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minirlhf import exercises as ex
+from minirlhf.course import exercises as ex
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -192,6 +192,51 @@ def test_token_logprobs():
     tokens = torch.tensor([[0, 4, 2], [1, 1, 3]])
     expect = torch.log_softmax(logits, -1).gather(-1, tokens[..., None])[..., 0]
     torch.testing.assert_close(token_logprobs(logits, tokens), expect)
+    hot = torch.log_softmax(logits / 0.5, -1).gather(-1, tokens[..., None])[..., 0]
+    torch.testing.assert_close(token_logprobs(logits, tokens, temperature=0.5), hot)
+    torch.testing.assert_close(token_logprobs(logits[:, 0], tokens[:, 0]), expect[:, 0])  # (B, V), (B,) -> (B,)
+
+
+def test_response_logits_and_values_read_the_positions_that_predict_the_response():
+    from minirlhf.model import predicting_positions, response_logits, response_values
+    from minirlhf.reward import RewardModel
+
+    model = make_model().eval()
+    seq = ids(2, 9)
+    attn = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1, 0], [1] * 9])  # left-padded prompt, right-padded response
+    full = model(seq, attention_mask=attn)[0]  # (B, T, V)
+    assert predicting_positions(torch.arange(9)[None], 4).tolist() == [[3, 4, 5, 6, 7]]  # P-1 .. T-2
+    torch.testing.assert_close(response_logits(model, seq, attn, 4), full[:, 3:-1])
+    value = RewardModel.from_gpt(model).eval()
+    torch.testing.assert_close(response_values(value, seq, attn, 4), value.token_values(seq, attn)[:, 3:-1])
+
+
+def test_set_dropout_reaches_every_dropout_and_the_attention_probability():
+    model = make_model(dropout=0.1)
+    model.set_dropout(0.2)
+    ps = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert ps and all(p == 0.2 for p in ps)
+    assert all(block.attn.dropout == 0.2 for block in model.transformer.h)  # the float SDPA reads
+    assert model.config.dropout == 0.1  # the built-with value, to restore later
+    model.set_dropout(0.0)
+    model.train()
+    x = ids(2, 10)
+    assert torch.equal(model(x)[0], model(x)[0])  # no dropout left anywhere, even in train mode
+    with pytest.raises(ValueError, match="dropout"):
+        model.set_dropout(1.0)
+
+
+def test_make_optimizer_decays_matrices_only_and_gives_each_part_its_lr():
+    from minirlhf.model import make_optimizer
+
+    model, head = make_model(), torch.nn.Linear(32, 1)
+    model.transformer.wpe.weight.requires_grad_(False)  # frozen parameters are left out
+    opt = make_optimizer([(model, 1e-3), (head, 1e-2)], weight_decay=0.1, betas=(0.9, 0.99), eps=1e-5)
+    groups = [(g["lr"], g["weight_decay"], {p.dim() for p in g["params"]}) for g in opt.param_groups]
+    assert groups == [(1e-3, 0.1, {2}), (1e-3, 0.0, {1}), (1e-2, 0.1, {2}), (1e-2, 0.0, {1})]
+    assert opt.defaults["betas"] == (0.9, 0.99) and opt.defaults["eps"] == 1e-5
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert id(model.transformer.wpe.weight) not in in_opt and id(model.lm_head.weight) in in_opt  # tied: once
 
 
 def test_pick_device():

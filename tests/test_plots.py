@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from minirlhf import plots  # noqa: E402
+from minirlhf.course import plots  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -84,6 +84,23 @@ def test_icl_curve_with_chance_and_ideal():
     assert list(ax.get_xticks()) == [0, 1, 2, 4, 8]
     assert _line(ax, "pretrained").get_color() == plots.POLICY_COLORS["pretrained"]
     assert list(_line(ax, "ideal copier").get_ydata()) == [0.25, 0.5, 0.75, 0.9, 1.0]
+
+
+def test_icl_task_curves_draw_learning_recognition_and_the_ceiling():
+    icl = {"shots": [0, 1, 2, 4, 8], "accuracy": [0.1, 0.3, 0.5, 0.7, 0.9], "ideal": [0.13, 0.34, 0.51, 0.72, 0.91]}
+    task = {"shots": [0, 1, 2, 4, 8], "accuracy": [0.35, 1.0, 1.0, 1.0, 1.0]}
+    ax = _check(plots.plot_icl_task_curves(icl, task), 1).axes[0]
+    assert list(_line(ax, "ideal copier").get_ydata()) == icl["ideal"]
+    assert list(_line(ax, "task recognition (true facts)").get_ydata()) == task["accuracy"]
+    with pytest.raises(ValueError, match="ideal has 2"):
+        plots.plot_icl_task_curves({**icl, "ideal": [0.1, 0.2]}, task)
+
+
+def test_probe_loss_marks_the_curriculum():
+    history = {"step": [0, 1, 2, 3], "context": [32, 32, 64, 64], "probe_step": [0, 2, 3], "probe_loss": [3.2, 1.0, 0.2]}
+    ax = _check(plots.plot_probe_loss(history), 1).axes[0]
+    assert list(_line(ax, "lookup probe").get_ydata()) == [3.2, 1.0, 0.2]
+    assert any("context 64" in t.get_text() for t in ax.texts)
 
 
 def test_sft_history_has_two_y_axes_and_marks_best_epoch():

@@ -2,16 +2,18 @@
 
 import copy
 import math
-from dataclasses import dataclass
 
 import pytest
 import torch
 
+from minirlhf.model import make_optimizer, response_logits, token_logprobs
 from minirlhf.ppo import (
     AdaptiveKLController,
     FixedKLController,
     PPOConfig,
+    advantages,
     check_finite,
+    entropy,
     explained_variance,
     gae_advantages,
     kl_estimators,
@@ -19,12 +21,14 @@ from minirlhf.ppo import (
     per_token_rewards,
     policy_loss,
     ptx_loss,
-    response_logits,
-    response_logprobs,
+    rollout,
+    score,
     train_ppo,
+    update,
     value_loss,
     whiten,
 )
+from minirlhf.tokenizer import encode_chat_prompt
 
 # ---------------------------------------------------------------------------------------------------------------
 # GAE
@@ -190,8 +194,8 @@ def test_kl_penalty_is_exactly_zero_when_policy_equals_reference():
     ref = copy.deepcopy(policy)
     seq = torch.randint(0, 50, (3, 10))
     tokens = seq[:, 5:]
-    logp, _ = response_logprobs(response_logits(policy, seq, None, 5), tokens, temperature=0.7)
-    ref_logp, _ = response_logprobs(response_logits(ref, seq, None, 5), tokens, temperature=0.7)
+    logp = token_logprobs(response_logits(policy, seq, None, 5), tokens, temperature=0.7)
+    ref_logp = token_logprobs(response_logits(ref, seq, None, 5), tokens, temperature=0.7)
     mask = torch.ones_like(logp)
     assert torch.equal(kl_penalty(logp, ref_logp), torch.zeros_like(logp))
     k1, k3 = kl_estimators(logp, ref_logp, mask)
@@ -200,25 +204,12 @@ def test_kl_penalty_is_exactly_zero_when_policy_equals_reference():
     assert rewards[:, :-1].abs().sum() == 0 and rewards[:, -1].tolist() == [1.0, 2.0, 3.0]
 
 
-def test_response_logprobs_and_entropy_apply_the_temperature():
+def test_logprobs_and_entropy_apply_the_temperature():
     logits = torch.tensor([[[2.0, 0.0, -1.0]]])
-    logp, entropy = response_logprobs(logits, torch.tensor([[0]]), temperature=2.0)
     expected = torch.log_softmax(logits / 2.0, -1)
-    assert logp.item() == pytest.approx(expected[0, 0, 0].item())
-    assert entropy.item() == pytest.approx(-(expected.exp() * expected).sum().item())
-    _, uniform = response_logprobs(torch.zeros(1, 1, 8), torch.tensor([[3]]))
-    assert uniform.item() == pytest.approx(math.log(8))  # uniform: log V
-
-
-def test_response_logits_are_the_full_forward_at_the_predicting_positions():
-    from minirlhf.model import GPT, get_config
-
-    torch.manual_seed(0)
-    model = GPT(get_config("tiny", vocab_size=50)).eval()
-    seq = torch.randint(0, 50, (2, 9))
-    attn = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1, 0], [1] * 9])  # left-padded prompt, right-padded response
-    full = model(seq, attention_mask=attn)[0]  # (B, T, V)
-    torch.testing.assert_close(response_logits(model, seq, attn, 4), full[:, 3:-1])
+    assert token_logprobs(logits, torch.tensor([[0]]), temperature=2.0).item() == pytest.approx(expected[0, 0, 0].item())
+    assert entropy(logits, temperature=2.0).item() == pytest.approx(-(expected.exp() * expected).sum().item())
+    assert entropy(torch.zeros(1, 1, 8)).item() == pytest.approx(math.log(8))  # uniform: log V
 
 
 def test_whiten():
@@ -283,12 +274,13 @@ def test_config_rejects_bad_values():
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class StubPrompt:
-    text: str
+TEXTS = ("what colour does bobo like ?", "tell me about kiki .", "name two foods .")
 
 
-PROMPTS = [StubPrompt(t) for t in ("what colour does bobo like ?", "tell me about kiki .", "name two foods .")]
+@pytest.fixture(scope="module")
+def prompts(tiny_tokenizer):
+    """The prompt distribution D as train_ppo takes it: chat-formatted token ids."""
+    return [encode_chat_prompt(tiny_tokenizer, t) for t in TEXTS]
 
 
 class TokenCountReward(torch.nn.Module):
@@ -326,102 +318,144 @@ def _models(tokenizer, seed=0, dropout=0.0):
 
 def _cfg(**overrides):
     base = dict(iterations=25, batch_size=16, minibatches=2, max_new_tokens=8, lr=1e-3, init_kl_coef=0.0,
-                missing_eos_penalty=None, show_progress=False, seed=0)
+                missing_eos_penalty=None, seed=0)
     return PPOConfig(**{**base, **overrides})
 
 
-def test_ppo_raises_a_simple_learnable_reward(tiny_tokenizer, one_thread):
-    policy, ref, rm, value = _models(tiny_tokenizer)
-    _, _, h = train_ppo(policy, ref, rm, value, PROMPTS, tiny_tokenizer, _cfg())
+def _train(models, prompts, tokenizer, cfg, **kwargs):
+    """train_ppo on (policy, reference, reward model, value model); returns the history."""
+    policy, ref, rm, value = models
+    trained, history = train_ppo(policy, prompts, cfg, reference=ref, reward_model=rm, value_model=value,
+                                 tokenizer=tokenizer, progress=False, **kwargs)
+    assert trained is policy
+    return history
+
+
+def test_ppo_raises_a_simple_learnable_reward(tiny_tokenizer, prompts, one_thread):
+    h = _train(_models(tiny_tokenizer), prompts, tiny_tokenizer, _cfg())
     first, last = sum(h["rm_reward"][:5]) / 5, sum(h["rm_reward"][-5:]) / 5
     assert last > first + 0.3, h["rm_reward"]  # starts near 8 tokens × 30/300 × ¼ = 0.2
     assert h["entropy"][-1] < h["entropy"][0]  # the policy concentrates on the rewarded tokens
-    assert max(h["logprob_gap"]) < 1e-4  # sampling and the recomputed forward pass agree (same T)
+    assert max(h["logprob_gap"]) < 1e-4  # sampling and the recomputed forward pass agree (same τ)
     for key in ("kl", "kl_k3", "beta", "clipfrac", "approx_kl", "policy_loss", "value_loss", "ptx_loss",
                 "explained_variance", "response_length", "ended_fraction", "time_generate", "time_score",
                 "time_update"):
         assert len(h[key]) == 25, key
-    assert "gold" not in h  # no world given
+    assert all(isinstance(v, list) for v in h.values())  # a dict of lists, as every stage's history
+    assert "gold" not in h  # no eval_fn given
 
 
-def test_kl_penalty_holds_the_policy_near_the_reference(tiny_tokenizer, one_thread):
-    runs = {}
-    for beta in (0.0, 1.0):
-        policy, ref, rm, value = _models(tiny_tokenizer)
-        runs[beta] = train_ppo(policy, ref, rm, value, PROMPTS, tiny_tokenizer, _cfg(init_kl_coef=beta, iterations=15))[2]
+def test_train_ppo_is_its_steps(tiny_tokenizer, prompts, one_thread):
+    """One iteration by hand (rollout, score, advantages, update) gives train_ppo's numbers."""
+    cfg = _cfg(iterations=1, init_kl_coef=0.1)
+    h = _train(_models(tiny_tokenizer), prompts, tiny_tokenizer, cfg)
+    policy, ref, rm, value = _models(tiny_tokenizer)
+    policy.eval(), value.eval()
+    cpu_gen, sample_gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    ro = rollout(policy, prompts, cfg, tiny_tokenizer, cpu_gen, sample_gen)
+    assert ro.responses.shape == ro.mask.shape == ro.sample_logprobs.shape and len(ro.prompt_index) == 16
+    r_theta, scores = score(ro, rm, cfg.missing_eos_penalty)
+    batch = advantages(ro, scores, policy=policy, reference=ref, value_model=value, beta=0.1, cfg=cfg)
+    assert batch.advantages.shape == batch.returns.shape == batch.old_logp.shape == ro.mask.shape
+    optimizer = make_optimizer([(policy, cfg.lr), (value, cfg.lr)], betas=(0.9, 0.999), eps=cfg.adam_eps)
+    stats = update(batch, policy=policy, value_model=value, optimizer=optimizer, cfg=cfg, generator=cpu_gen)
+    assert [r_theta.mean().item(), batch.stats["kl"], stats["policy_loss"], stats["value_loss"]] == \
+        [h["rm_reward"][0], h["kl"][0], h["policy_loss"][0], h["value_loss"][0]]
+
+
+def test_kl_penalty_holds_the_policy_near_the_reference(tiny_tokenizer, prompts, one_thread):
+    runs = {beta: _train(_models(tiny_tokenizer), prompts, tiny_tokenizer, _cfg(init_kl_coef=beta, iterations=15))
+            for beta in (0.0, 1.0)}
     assert runs[1.0]["kl"][-1] < runs[0.0]["kl"][-1]
 
 
-def test_same_seed_gives_identical_histories(tiny_tokenizer, one_thread):
-    histories = []
-    for _ in range(2):
-        policy, ref, rm, value = _models(tiny_tokenizer)
-        histories.append(train_ppo(policy, ref, rm, value, PROMPTS, tiny_tokenizer, _cfg(iterations=4))[2])
+def test_same_seed_gives_identical_histories(tiny_tokenizer, prompts, one_thread):
+    histories = [_train(_models(tiny_tokenizer), prompts, tiny_tokenizer, _cfg(iterations=4)) for _ in range(2)]
     a, b = ({k: v for k, v in h.items() if not k.startswith("time_")} for h in histories)
     assert a == b
 
 
-def test_dropout_is_off_during_ppo_and_modes_are_restored(tiny_tokenizer, one_thread):
-    policy, ref, rm, value = _models(tiny_tokenizer, dropout=0.1)
+def test_dropout_is_off_during_ppo_and_modes_are_restored(tiny_tokenizer, prompts, one_thread):
+    policy, ref, rm, value = models = _models(tiny_tokenizer, dropout=0.1)
     policy.train(), value.train()
     seen = []
-    train_ppo(policy, ref, rm, value, PROMPTS, tiny_tokenizer, _cfg(iterations=2),
-              callback=lambda it, stats: seen.append((it, policy.training, value.training)))
+    _train(models, prompts, tiny_tokenizer, _cfg(iterations=2),
+           callback=lambda it, stats: seen.append((it, policy.training, value.training)))
     assert seen == [(0, False, False), (1, False, False)]
     assert policy.training and value.training  # the caller's modes come back
 
 
-def test_missing_eos_penalty_replaces_the_score_of_unended_responses(tiny_tokenizer, one_thread):
+def test_train_ppo_freezes_the_reference_and_the_reward_model(tiny_tokenizer, prompts, one_thread):
+    policy, ref, _, value = _models(tiny_tokenizer)
+    rm = copy.deepcopy(value)  # a real reward model, with parameters
+    before = copy.deepcopy(ref.state_dict())
+    _train((policy, ref, rm, value), prompts, tiny_tokenizer, _cfg(iterations=1))
+    assert not any(p.requires_grad for p in ref.parameters())
+    assert not any(p.requires_grad for p in rm.parameters())
+    assert all(p.requires_grad for p in policy.parameters()) and all(p.requires_grad for p in value.parameters())
+    assert all(torch.equal(before[k], v) for k, v in ref.state_dict().items())  # the KL anchor never moves
+
+
+def test_missing_eos_penalty_replaces_the_score_of_unended_responses(tiny_tokenizer, prompts, one_thread):
     class ConstantReward(torch.nn.Module):
         def forward(self, idx, attention_mask=None):
             return torch.full((idx.shape[0],), 0.5)
 
     policy, ref, _, value = _models(tiny_tokenizer)
-    _, _, h = train_ppo(policy, ref, ConstantReward(), value, PROMPTS, tiny_tokenizer,
-                        _cfg(iterations=1, missing_eos_penalty=-3.0, batch_size=64))
+    h = _train((policy, ref, ConstantReward(), value), prompts, tiny_tokenizer,
+               _cfg(iterations=1, missing_eos_penalty=-3.0, batch_size=64))
     ended = h["ended_fraction"][0]
     assert ended < 1.0  # an untrained model rarely says EOS within 8 tokens
     assert h["rm_reward"][0] == pytest.approx(0.5)
     assert h["score"][0] == pytest.approx(0.5 * ended - 3.0 * (1 - ended))
 
 
-def test_ppo_ptx_mixes_in_the_pretraining_loss(tiny_tokenizer, one_thread):
+def test_ppo_ptx_mixes_in_the_pretraining_loss(tiny_tokenizer, prompts, one_thread):
     stream = torch.tensor(tiny_tokenizer.encode(" ".join(["bobo likes red ."] * 200)))
-    policy, ref, rm, value = _models(tiny_tokenizer)
+    models = _models(tiny_tokenizer)
     cfg = _cfg(iterations=6, ptx_coef=1.0, ptx_batch_size=4, ptx_seq_len=16)
-    _, _, h = train_ppo(policy, ref, rm, value, PROMPTS, tiny_tokenizer, cfg, pretrain_ids=stream)
+    h = _train(models, prompts, tiny_tokenizer, cfg, pretrain_ids=stream)
     assert all(x > 0 for x in h["ptx_loss"])
     assert h["ptx_loss"][-1] < h["ptx_loss"][0]  # the repeated sentence is easy to learn
     with pytest.raises(ValueError, match="pretrain_ids"):
-        train_ppo(policy, ref, rm, value, PROMPTS, tiny_tokenizer, cfg)
+        _train(models, prompts, tiny_tokenizer, cfg)
+    with pytest.raises(ValueError, match="pretrain_ids"):
+        _train(models, prompts, tiny_tokenizer, cfg, pretrain_ids=stream[:16])  # shorter than a window
 
 
-def test_gold_score_is_logged_when_a_world_is_given(tiny_tokenizer, one_thread):
-    from minirlhf.tokenizer import encode_chat_prompt
+def test_an_eval_fn_logs_the_gold_score(tiny_tokenizer, one_thread):
+    from minirlhf.evaluate import rollout_gold
     from minirlhf.world import World, WorldConfig
 
     world = World(WorldConfig())
-    prompts = [p for p in world.prompts("train") if len(encode_chat_prompt(tiny_tokenizer, p.text)) <= 40][:20]
-    policy, ref, rm, value = _models(tiny_tokenizer)
-    _, _, h = train_ppo(policy, ref, rm, value, prompts, tiny_tokenizer, _cfg(iterations=2), world=world)
+    train = [p for p in world.prompts("train") if len(encode_chat_prompt(tiny_tokenizer, p.text)) <= 40][:20]
+    encoded = [encode_chat_prompt(tiny_tokenizer, p.text) for p in train]
+    h = _train(_models(tiny_tokenizer), encoded, tiny_tokenizer, _cfg(iterations=2),
+               eval_fn=rollout_gold(world, train, tiny_tokenizer))
     assert len(h["gold"]) == 2 and all(math.isfinite(g) for g in h["gold"])
 
 
-def test_a_nan_reward_stops_the_run_naming_the_statistic(tiny_tokenizer, one_thread):
+def test_a_nan_reward_stops_the_run_naming_the_statistic(tiny_tokenizer, prompts, one_thread):
     class NaNReward(torch.nn.Module):
         def forward(self, idx, attention_mask=None):
             return torch.full((idx.shape[0],), float("nan"))
 
     policy, ref, _, value = _models(tiny_tokenizer)
     with pytest.raises(FloatingPointError, match="iteration 0: rm_reward is nan"):
-        train_ppo(policy, ref, NaNReward(), value, PROMPTS, tiny_tokenizer, _cfg(iterations=3))
+        _train((policy, ref, NaNReward(), value), prompts, tiny_tokenizer, _cfg(iterations=3))
 
 
-def test_train_ppo_rejects_bad_arguments(tiny_tokenizer):
+def test_train_ppo_rejects_bad_arguments(tiny_tokenizer, prompts):
     policy, ref, rm, value = _models(tiny_tokenizer)
-    with pytest.raises(ValueError, match="same object"):
-        train_ppo(policy, policy, rm, value, PROMPTS, tiny_tokenizer, _cfg())
+    with pytest.raises(ValueError, match="share parameters"):
+        _train((policy, policy, rm, value), prompts, tiny_tokenizer, _cfg())
+    with pytest.raises(ValueError, match="share parameters"):  # a shallow copy shares every parameter
+        _train((copy.copy(ref), ref, rm, value), prompts, tiny_tokenizer, _cfg())
     with pytest.raises(ValueError, match="own copy"):
-        train_ppo(policy, ref, value, value, PROMPTS, tiny_tokenizer, _cfg())
+        _train((policy, ref, value, value), prompts, tiny_tokenizer, _cfg())
     with pytest.raises(ValueError, match="max_new_tokens"):
-        train_ppo(policy, ref, rm, value, PROMPTS, tiny_tokenizer, _cfg(max_new_tokens=60))
+        _train((policy, ref, rm, value), prompts, tiny_tokenizer, _cfg(max_new_tokens=60))
+    with pytest.raises(ValueError, match="token-id lists"):
+        _train((policy, ref, rm, value), list(TEXTS), tiny_tokenizer, _cfg())
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        _train((copy.deepcopy(policy).requires_grad_(False), ref, rm, value), prompts, tiny_tokenizer, _cfg())

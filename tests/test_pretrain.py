@@ -6,12 +6,17 @@ import torch
 from minirlhf.model import GPT, get_config
 from minirlhf.pretrain import (
     PretrainConfig,
+    StreamWindows,
     causal_lm_loss,
+    cosine_lr,
+    curriculum_stage,
     get_batch,
-    lr_at,
-    pretrain,
+    probe_batch,
+    probe_loss,
     split_stream,
+    stage_tokens,
     token_stream,
+    train_pretrain,
 )
 
 
@@ -58,22 +63,89 @@ def test_get_batch_targets_are_inputs_shifted_by_one():
 
 
 def test_schedule_warms_up_then_decays():
-    cfg = PretrainConfig(steps=100, warmup_steps=10, lr=1.0, min_lr=0.1)
-    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
-    assert lr_at(99, cfg) == pytest.approx(0.1, abs=1e-3)
-    assert all(lr_at(s, cfg) >= lr_at(s + 1, cfg) for s in range(10, 99))
+    def lr_at(step):
+        return cosine_lr(step, 100, lr=1.0, min_lr=0.1, warmup_steps=10)
+
+    assert lr_at(0) == pytest.approx(0.1) and lr_at(9) == pytest.approx(1.0)
+    assert lr_at(99) == pytest.approx(0.1, abs=1e-3)
+    assert all(lr_at(s) >= lr_at(s + 1) for s in range(10, 99))
+    # without warm-up (SFT): plain cosine from lr at step 0, half way at the middle
+    assert cosine_lr(0, 10, 2.0) == 2.0 and cosine_lr(5, 10, 2.0) == pytest.approx(1.0)
 
 
 def test_pretraining_learns_a_repeating_pattern_and_is_seeded():
     stream = torch.tensor([5, 6, 7, 8, 9] * 200)
     train, val = split_stream(stream, 0.2)
 
-    def run():
+    def run(callback=None):
         torch.manual_seed(0)
         model = GPT(get_config("tiny", vocab_size=16, block_size=16))
-        cfg = PretrainConfig(steps=100, batch_size=8, lr=1e-2, warmup_steps=5, eval_every=20, seed=1)
-        return pretrain(model, train, val, cfg, progress=False)
+        cfg = PretrainConfig(steps=100, tokens_per_step=128, curriculum=(), lr=1e-2, warmup_steps=5, eval_every=20,
+                             seed=1)
+        trained, history = train_pretrain(model, (train, val), cfg, progress=False, callback=callback)
+        assert trained is model and not model.training
+        return history
 
-    h1, h2 = run(), run()
+    seen = []
+    h1, h2 = run(lambda step, stats: seen.append((step, sorted(stats)))), run()
     assert h1["val_loss"][-1] < 0.2 < math.log(16)          # a deterministic pattern is learnt almost perfectly
     assert h1["train_loss"] == h2["train_loss"]             # same seed, same numbers
+    assert all(isinstance(v, list) for v in h1.values())    # a dict of lists, as every stage's history
+    assert len(h1["step"]) == len(h1["train_loss"]) == 100 and len(h1["eval_step"]) == len(h1["seconds"]) == 6
+    assert seen[0] == (0, ["lr", "train_loss", "val_loss"]) and seen[1] == (1, ["lr", "train_loss"])
+    with pytest.raises(ValueError, match="train_ids, val_ids"):
+        train_pretrain(GPT(get_config("tiny", vocab_size=16, block_size=16)), train, PretrainConfig(), progress=False)
+
+
+# ------------------------------------------------------------------ the sequence-length curriculum and the probe
+def test_curriculum_stages_keep_tokens_per_step_constant():
+    cfg = PretrainConfig(steps=100, tokens_per_step=256, curriculum=((0, 8), (30, 16), (60, 64)))
+    assert [curriculum_stage(s, cfg, 32) for s in (0, 29, 30, 59, 60, 99)] == [(0, 8), (0, 8), (1, 16), (1, 16),
+                                                                               (2, 32), (2, 32)]   # capped at 32
+    assert stage_tokens(cfg, 32) == [30 * 256 + 1, 30 * 256 + 1, 40 * 256 + 1]
+    assert stage_tokens(PretrainConfig(steps=20, curriculum=((0, 8), (30, 16))), 32)[1] == 0   # never reached
+    with pytest.raises(ValueError, match="start at step 0"):
+        stage_tokens(PretrainConfig(curriculum=((10, 8),)), 32)
+
+
+def test_each_stage_reads_its_stream_at_its_context():
+    cfg = PretrainConfig(steps=12, tokens_per_step=64, curriculum=((0, 4), (4, 8), (8, 16)), warmup_steps=1,
+                         eval_every=100, seed=0)
+    streams = [torch.full((n,), 5 + i) for i, n in enumerate(stage_tokens(cfg, 16))]   # stage i: token 5 + i only
+    seen = []
+    model = GPT(get_config("tiny", vocab_size=16, block_size=16))
+    original = model.forward
+
+    def spy(x, *args, **kwargs):
+        seen.append((tuple(x.shape), set(x.unique().tolist())))
+        return original(x, *args, **kwargs)
+
+    model.forward = spy
+    _, history = train_pretrain(model, (streams, torch.arange(40) % 16), cfg, progress=False)
+    train_calls = [s for s in seen if s[0][0] * s[0][1] == 64 and s[0][1] in (4, 8, 16)][:12]
+    assert [shape for shape, _ in train_calls] == [(16, 4)] * 4 + [(8, 8)] * 4 + [(4, 16)] * 4   # B × T = 64
+    assert [ids for _, ids in train_calls] == [{5}] * 4 + [{6}] * 4 + [{7}] * 4
+    assert history["context"] == [4] * 4 + [8] * 4 + [16] * 4
+    with pytest.raises(ValueError, match="3 stages"):
+        train_pretrain(model, (streams[:2], streams[0]), cfg, progress=False)
+
+
+def test_stream_windows_serve_every_window_once_per_pass():
+    stream = torch.arange(41)                       # 10 windows of 4 (+1 for the last target)
+    windows = StreamWindows(stream, 4, torch.Generator().manual_seed(0))
+    x, y = windows.batch(10)
+    assert sorted(x[:, 0].tolist()) == list(range(0, 40, 4)) and torch.equal(y, x + 1)
+    x2, _ = windows.batch(3)                        # a second pass begins
+    assert x2.shape == (3, 4) and set(x2[:, 0].tolist()) <= set(range(0, 40, 4))
+
+
+def test_probe_batch_scores_only_the_marked_pieces(tiny_tokenizer, tiny_model):
+    rows = [[("game :", False), ("\nbobo", False), (" red", False), ("\nbobo", False), (" red", True)]]
+    x, y = probe_batch(tiny_tokenizer, rows, 64)
+    whole = tiny_tokenizer.encode("game :\nbobo red\nbobo red", add_special_tokens=False)
+    red = tiny_tokenizer.encode(" red", add_special_tokens=False)
+    assert x[0].tolist() == whole[:-1]                          # pieces tokenize like the whole text
+    assert [t for t in y[0].tolist() if t != -100] == red       # only the re-queried value is scored
+    assert 0 < probe_loss(tiny_model, (x, y)) < 20
+    with pytest.raises(ValueError, match="fits"):
+        probe_batch(tiny_tokenizer, rows, 3)

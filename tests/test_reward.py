@@ -178,14 +178,28 @@ def test_training_learns_a_marker_word(tok):
     train, val = marker_comparisons(400, seed=1), marker_comparisons(60, seed=2)
     before = pairwise_accuracy(rm, val, tok)
     cfg = RewardConfig(epochs=1, lr=1e-3, batch_prompts=2, seed=0, eval_every=80)  # 200 steps
-    history = train_reward_model(rm, train, val, tok, cfg, progress=False)
+    seen = []
+    trained, history = train_reward_model(rm, (train, val), cfg, tokenizer=tok, progress=False,
+                                          callback=lambda step, stats: seen.append((step, sorted(stats))))
+    assert trained is rm and not rm.training
     after = pairwise_accuracy(rm, val, tok)
+    assert all(isinstance(v, list) for v in history.values())    # a dict of lists
     assert len(history["loss"]) == 200 and history["val_step"] == [80, 160, 200]
-    assert history["seconds"] > 0
+    assert len(history["seconds"]) == 3 and history["seconds"][-1] > 0
+    assert seen[0] == (1, ["accuracy", "loss"]) and seen[79] == (80, ["accuracy", "loss", "val_accuracy",
+                                                                       "val_gold_accuracy"])
     assert sum(history["loss"][-30:]) / 30 < 0.5 * sum(history["loss"][:30]) / 30
     assert after["accuracy"] > 0.9 > before["accuracy"]
     assert after["gold_accuracy"] == after["accuracy"]  # noise-free labels: the two agree
     assert history["val_accuracy"][-1] == pytest.approx(after["accuracy"])
+
+
+def test_the_head_learns_at_head_lr_mult_times_the_trunk_lr(tok):
+    rm = tiny_rm(seed=5)
+    head, trunk = rm.head.weight.detach().clone(), rm.trunk.transformer.wte.weight.detach().clone()
+    cfg = RewardConfig(lr=1e-3, head_lr_mult=0.0, batch_prompts=4)  # a head at 0 x lr must not move
+    train_reward_model(rm, (marker_comparisons(4, seed=6), None), cfg, tokenizer=tok, progress=False)
+    assert torch.equal(rm.head.weight, head) and not torch.equal(rm.trunk.transformer.wte.weight, trunk)
 
 
 def test_pairwise_accuracy_uses_the_ranking_and_the_gold_order(tok):
@@ -243,9 +257,9 @@ def test_checkpoint_round_trip_keeps_rewards_and_bias(tok, tmp_path):
 
 
 def test_probe_pairs_break_the_ideal_answer_one_way_each():
-    from minirlhf.gold import gold_score
     from minirlhf.probes import FAILURE_TYPES, probe_pairs
     from minirlhf.world import RUDE_WORDS, World, WorldConfig
+    from minirlhf.world.gold import gold_score
 
     world = World(WorldConfig(n_documents=10))
     prompts = world.prompts("val")[:40]

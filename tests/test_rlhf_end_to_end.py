@@ -5,11 +5,12 @@ import copy
 import pytest
 import torch
 
-from minirlhf.gold import gold_score
+from minirlhf.course.shipped import load_stage
+from minirlhf.evaluate import rollout_gold
 from minirlhf.ppo import PPOConfig, train_ppo
-from minirlhf.shipped import load_stage
-from minirlhf.tokenizer import ASSISTANT, SPECIAL_IDS
+from minirlhf.tokenizer import ASSISTANT, SPECIAL_IDS, USER, encode_chat_prompt
 from minirlhf.world import default_world
+from minirlhf.world.gold import gold_score
 
 
 class GoldReward(torch.nn.Module):
@@ -25,8 +26,9 @@ class GoldReward(torch.nn.Module):
         scores = []
         for row, mask in zip(idx.tolist(), attention_mask.tolist()):
             ids = [t for t, m in zip(row, mask) if m]
-            cut = ids.index(SPECIAL_IDS[ASSISTANT])
-            prompt = self.tokenizer.decode(ids[1:cut]).strip()          # drop <|user|>, stop before <|assistant|>
+            cut = len(ids) - 1 - ids[::-1].index(SPECIAL_IDS[ASSISTANT])      # the last <|assistant|>
+            start = len(ids) - ids[::-1].index(SPECIAL_IDS[USER])             # after the last <|user|>
+            prompt = self.tokenizer.decode(ids[start:cut]).strip()            # the last user message
             answer = ids[cut + 1:]
             ended = bool(answer) and answer[-1] == self.tokenizer.eos_token_id
             text = self.tokenizer.decode(answer, skip_special_tokens=True).strip()
@@ -45,10 +47,12 @@ def run_ppo(course, reward_model, iterations=12, seed=0, lr=5e-5):
     sft, rm, tokenizer, world = course
     prompts = world.prompts("train")
     cfg = PPOConfig(iterations=iterations, batch_size=32, minibatches=2, max_new_tokens=24, lr=lr,
-                    init_kl_coef=0.02, seed=seed, show_progress=False)
+                    init_kl_coef=0.02, seed=seed)
     policy = copy.deepcopy(sft).requires_grad_(True)
     value = copy.deepcopy(rm).requires_grad_(True)
-    _, _, history = train_ppo(policy, sft, reward_model, value, prompts, tokenizer, cfg, world=world)
+    _, history = train_ppo(policy, [encode_chat_prompt(tokenizer, p) for p in prompts], cfg, reference=sft,
+                           reward_model=reward_model, value_model=value, tokenizer=tokenizer,
+                           eval_fn=rollout_gold(world, prompts, tokenizer), progress=False)
     return history
 
 

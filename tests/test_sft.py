@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minirlhf.sft import SFTConfig, collate, masked_sft_loss, set_dropout, sft_example, train_sft
+from minirlhf.sft import SFTConfig, collate, masked_sft_loss, sft_example, train_sft
 from minirlhf.tokenizer import encode_chat_prompt
 
 
@@ -41,28 +41,31 @@ def test_collate_refuses_examples_longer_than_the_context(tiny_tokenizer):
         collate([long], tiny_tokenizer.pad_token_id, 64)
 
 
-def test_set_dropout_reaches_every_dropout(tiny_model):
-    set_dropout(tiny_model, 0.2)
-    ps = [m.p for m in tiny_model.modules() if isinstance(m, torch.nn.Dropout)]
-    assert ps and all(p == 0.2 for p in ps)
-
-
 def test_train_sft_lowers_response_loss_and_selects_an_epoch(tiny_tokenizer, tiny_model):
     demos = [("what colour does bobo like ?", "bobo likes red ."), ("name two foods .", "plums and bread .")] * 4
-    cfg = SFTConfig(epochs=4, batch_size=2, lr=1e-2, dropout=0.0, seed=0)
-    model, history = train_sft(tiny_model, tiny_tokenizer, demos, cfg, val_demonstrations=demos[:2], progress=False)
+    cfg = SFTConfig(epochs=4, batch_size=2, lr=1e-2, dropout=0.2, seed=0)
+    seen = []
+    model, history = train_sft(tiny_model, (demos, demos[:2]), cfg, tokenizer=tiny_tokenizer, progress=False,
+                               callback=lambda epoch, stats: seen.append((epoch, sorted(stats))))
+    assert model is tiny_model and not model.training
+    assert all(isinstance(v, list) for v in history.values())               # a dict of lists
+    assert history["epoch"] == [0, 1, 2, 3, 4] and len(history["seconds"]) == 5 and len(history["step"]) == 16
     assert history["val_loss"][-1] < history["val_loss"][0] - 1.0          # epoch 0 is the untouched model
-    assert history["selected_by"] == "val_loss" and 1 <= history["best_epoch"] <= 4
-    assert history["val_loss"][history["best_epoch"]] == min(history["val_loss"][1:])
-    assert not model.training
+    best = history["selected"].index(True)                                  # no eval_fn: lowest validation loss
+    assert history["selected"].count(True) == 1 and 1 <= best <= 4
+    assert history["val_loss"][best] == min(history["val_loss"][1:])
+    assert seen == [(e, ["score", "val_loss"]) for e in range(5)]
+    assert all(m.p == 0.0 for m in model.modules() if isinstance(m, torch.nn.Dropout))  # the model's own dropout back
     with pytest.raises(ValueError, match="no demonstrations"):
-        train_sft(tiny_model, tiny_tokenizer, [], cfg)
+        train_sft(tiny_model, ([], None), cfg, tokenizer=tiny_tokenizer)
+    with pytest.raises(ValueError, match="val_demonstrations"):
+        train_sft(tiny_model, demos[:2], cfg, tokenizer=tiny_tokenizer)     # a list of pairs, not (train, val)
     assert math.isfinite(history["train_loss"][-1])
 
 
 def test_train_sft_selects_by_score_when_given(tiny_tokenizer, tiny_model):
     demos = [("name two foods .", "plums and bread .")] * 4
     scores = iter([0.0, 0.5, 0.9, 0.1])
-    _, history = train_sft(tiny_model, tiny_tokenizer, demos, SFTConfig(epochs=3, batch_size=4), score_fn=lambda m: next(scores),
-                           progress=False)
-    assert history["selected_by"] == "score" and history["best_epoch"] == 2
+    _, history = train_sft(tiny_model, (demos, None), SFTConfig(epochs=3, batch_size=4), tokenizer=tiny_tokenizer,
+                           eval_fn=lambda m: next(scores), progress=False)
+    assert history["score"] == [0.0, 0.5, 0.9, 0.1] and history["selected"] == [False, False, True, False]

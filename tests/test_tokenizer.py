@@ -10,6 +10,7 @@ from minirlhf.tokenizer import (
     MIN_VOCAB_SIZE,
     PAD,
     USER,
+    chat_messages,
     chat_prompt,
     encode_chat_prompt,
     format_chat,
@@ -240,3 +241,41 @@ def test_load_tokenizer_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
         load_tokenizer(tmp_path / "empty")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One function turns a prompt, history included, into the chat prompt x
+
+
+TWO_TURNS = [
+    {"role": "user", "content": "zuzu likes red and eats figs . what colour does zuzu like ?"},
+    {"role": "assistant", "content": "zuzu likes red ."},
+    {"role": "user", "content": "what does zuzu eat ?"},
+]
+
+
+def test_chat_messages_of_a_string_a_prompt_and_a_prompt_dict():
+    from minirlhf.world import Prompt
+
+    history = ((TWO_TURNS[0]["content"], TWO_TURNS[1]["content"]),)
+    prompt = Prompt("t-0", "followup", TWO_TURNS[2]["content"], "test", {}, history)
+    as_json = {"text": prompt.text, "history": [list(turn) for turn in history]}  # as read back from JSONL
+    assert chat_messages(prompt) == chat_messages(as_json) == TWO_TURNS
+    assert chat_messages("hi") == chat_messages({"text": "hi"}) == [{"role": "user", "content": "hi"}]
+    with pytest.raises(TypeError, match="Prompt"):
+        chat_messages(42)
+
+
+def test_two_turn_chat_prompt_equals_the_chat_template(tok):
+    from minirlhf.world import Prompt
+
+    prompt = Prompt("t-0", "followup", TWO_TURNS[2]["content"], "test", {},
+                    ((TWO_TURNS[0]["content"], TWO_TURNS[1]["content"]),))
+    text = chat_prompt(prompt)
+    assert text == ("<|user|>zuzu likes red and eats figs . what colour does zuzu like ?\n"
+                    "<|assistant|>zuzu likes red .<|endoftext|>\n<|user|>what does zuzu eat ?\n<|assistant|>")
+    assert text == tok.apply_chat_template(TWO_TURNS, tokenize=False, add_generation_prompt=True)
+    template_ids = tok.apply_chat_template(TWO_TURNS, add_generation_prompt=True, return_dict=False)
+    assert encode_chat_prompt(tok, prompt) == template_ids
+    assert encode_chat_prompt(tok, prompt).count(tok.convert_tokens_to_ids(ASSISTANT)) == 2
+    assert chat_prompt(TWO_TURNS[2]["content"]) == "<|user|>what does zuzu eat ?\n<|assistant|>"  # no history

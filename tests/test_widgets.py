@@ -9,12 +9,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from minirlhf import widgets  # noqa: E402
 from minirlhf.chat import chat_turn  # noqa: E402
 from minirlhf.comparisons import load_comparisons  # noqa: E402
-from minirlhf.gold import NoisyRanker, gold_score  # noqa: E402
+from minirlhf.course import widgets  # noqa: E402
 from minirlhf.model import GPT, get_config  # noqa: E402
 from minirlhf.world import default_world  # noqa: E402
+from minirlhf.world.gold import NoisyRanker, gold_score  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -4,18 +4,20 @@ import json
 import math
 import random
 import string
+from collections import Counter
 from itertools import combinations
 
 import numpy as np
 import pytest
 
-from minirlhf.gold import DEFAULT_TEMPERATURE, NoisyRanker, agreement_ceiling, gold_score
 from minirlhf.world import (
     ANSWER_MODES,
     PATTERN_HEADER,
     RUDE_WORDS,
     SPLITS,
+    TASKS,
     VALUES,
+    Chooser,
     Prompt,
     World,
     WorldConfig,
@@ -27,6 +29,7 @@ from minirlhf.world import (
     load_prompts,
     write_world_files,
 )
+from minirlhf.world.gold import DEFAULT_TEMPERATURE, NoisyRanker, agreement_ceiling, gold_score
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +52,10 @@ def test_same_seed_same_world_different_seed_differs():
     assert [p.text for p in a.prompts("test")] != [p.text for p in c.prompts("test")]
 
 
-def test_corpus_prefix_and_reexports(world):
+def test_corpus_prefix_and_one_path_to_the_labeler(world):
     assert [d.text for d in world.corpus(20)] == [d.text for d in world.corpus(40)[:20]]
-    from minirlhf.world import gold_score as reexported
-    assert reexported is gold_score
+    import minirlhf.world
+    assert not hasattr(minirlhf.world, "gold_score")  # only minirlhf.world.gold.gold_score
 
 
 def test_entities_have_distinct_names_and_valid_values(world):
@@ -73,9 +76,11 @@ def test_no_leakage_between_splits(world):
 
 
 def test_held_out_prompts_not_on_the_internet(world):
-    held_out = {p.text for s in ("val", "test") for p in world.prompts(s)}
+    held_out = world.held_out_texts()
+    assert {p.text for p in world.prompts("test")} <= held_out
+    assert {u for p in world.prompts("test") for u, _ in p.history} <= held_out   # first turns of follow-ups too
     threads = [d.text for d in world.corpus(3000) if d.text.startswith("<|user|>")]
-    questions = {t.split("<|user|>")[1].split("\n")[0] for t in threads}
+    questions = {turn.split("\n")[0] for t in threads for turn in t.split("<|user|>")[1:]}
     assert len(threads) > 500 and not questions & held_out
 
 
@@ -93,36 +98,52 @@ def test_corpus_has_every_kind_and_entropy_floor(world):
     assert 0.5 < stats["nats_per_word"] < 1.5
 
 
-def test_fact_document_nats_counted_by_hand():
-    # a fact document: kind (-log p_facts) + number of sentences (log 6) + per sentence entity, attribute, phrasing
-    w = small()
-    for d in w.corpus(100):
-        if not d.text.startswith(("<|user|>", PATTERN_HEADER)) and " met " not in d.text and "." in d.text:
-            n = d.text.count(" .")
-            if any(s in d.text for s in ("once upon", "one morning", "story about", "came to visit", "went to see")):
-                continue
-            expected = -math.log(w.config.doc_mix["facts"]) + math.log(6) + n * math.log(30 * 3 * 3)
-            assert d.nats == pytest.approx(expected)
-            return
-    pytest.fail("no fact document found")
-
-
 def test_forum_answers_are_flawed_in_the_planned_proportions(world):
     rng = random.Random(0)
     prompts = world.prompts("train")
     scores = [gold_score(world, p, *world.flawed_answer(p, rng)).total for p in prompts]
-    perfect = np.mean([s > 0.97 for s in scores])
-    assert 0.25 < perfect < 0.5  # ~35% correct answers: the pre-trained model is not aligned
+    perfect = np.mean([s > 0.999 for s in scores])
+    assert 0.12 < perfect < 0.3  # 35% correct answers, 60% of them without a polite (wordy) prefix: not aligned
 
 
-# ------------------------------------------------------------------ demonstrations and ideal answers
-def test_demonstrations_from_train_and_gold_perfect(world):
+# ------------------------------------------------------------------ tasks, demonstrations and ideal answers
+def test_task_mix(world):
+    counts = Counter(p.task for s in SPLITS for p in world.prompts(s))
+    n = sum(counts.values())
+    for task, share in world.config.task_mix.items():
+        assert abs(counts[task] / n - share) < 0.01, task
+    assert set(counts) == set(TASKS)
+    assert counts["context"] + counts["followup"] == pytest.approx(0.17 * n, abs=2)
+
+
+def test_demonstrations_from_train_true_and_of_mixed_completeness(world):
     demos = world.demonstrations()
     train_ids = {p.id for p in world.prompts("train")}
-    assert len(demos) == round(0.15 * 600)
+    assert len(demos) == round(0.40 * 600)
     assert all(d.prompt.id in train_ids and d.prompt.split == "train" for d in demos)
     assert all("<|endoftext|>" not in d.response for d in demos)
-    assert min(gold_score(world, d.prompt, d.response, True).total for d in demos) > 0.99
+    golds = [gold_score(world, d.prompt, d.response, True) for d in demos]
+    assert all(g.honest == g.harmless == 1 for g in golds)                 # true and polite, always
+    assert 0.2 < np.mean([g.total < 0.999 for g in golds]) < 0.6             # not always complete
+    assert any(d.prompt.task == "followup" and d.prompt.history for d in demos)  # two-turn follow-ups
+    assert [d.response for d in demos] == [d.response for d in default_world().demonstrations()]  # seeded
+
+
+def test_demonstrators_state_one_two_or_three_facts_and_some_bare_yes_no(world):
+    ch = Chooser(random.Random(0))
+    about = [p for p in world.prompts("train") if p.task == "about"]
+    facts = Counter(round(3 * gold_score(world, p, world.demonstration_response(p, ch)).helpful)
+                    for p in about * 5)
+    n = sum(facts.values())
+    for k, share in {1: 0.4, 2: 0.4, 3: 0.2}.items():
+        assert abs(facts[k] / n - share) < 0.04, (k, facts)
+    describe = [p for p in world.prompts("train") if p.task == "describe"]
+    for p in describe:  # at least one fact per asked sentence, and the asked number of sentences
+        g = gold_score(world, p, world.demonstration_response(p, ch))
+        assert g.helpful * 3 >= p.info["n_sentences"] - 1e-9 and g.honest == 1
+    yesno = [p for p in world.prompts("train") if p.task == "yesno"]
+    bare = [world.demonstration_response(p, ch) in ("yes .", "no .") for p in yesno * 20]
+    assert abs(np.mean(bare) - 0.3) < 0.04
 
 
 def test_ideal_response_is_perfect_for_every_prompt(world):
@@ -130,6 +151,47 @@ def test_ideal_response_is_perfect_for_every_prompt(world):
         for p in world.prompts(s):
             g = gold_score(world, p, world.ideal_response(p), True)
             assert g.total == pytest.approx(1.0), (p, g)
+
+
+# ------------------------------------------------------------------ conversations that depend on their history
+def test_followup_prompts_ask_a_fact_only_the_history_supplied(world):
+    follow = [p for s in SPLITS for p in world.prompts(s) if p.task == "followup"]
+    assert follow and all(len(p.history) == 1 for p in follow)
+    for p in follow:
+        (first_user, first_answer), info = p.history[0], p.info
+        assert info["entity"] not in world.by_name and info["entity"] in first_user
+        assert info["attribute"] != info["asked_before"] and info["facts"][info["attribute"]] == info["answer"]
+        assert first_answer == world.ideal_response(world.first_turn(p))      # turn 1 answered correctly
+        assert info["answer"] in first_user and info["answer"] not in p.text   # the answer lives in the history
+    assert all(not p.history for s in SPLITS for p in world.prompts(s) if p.task != "followup")
+
+
+def test_follow_ups_of_a_conversation(world):
+    for p in world.prompts("test"):
+        first, questions = world.follow_ups(p)
+        if p.task not in ("context", "followup"):
+            assert (first, questions) == (p, [])
+            continue
+        assert first.task == "context" and not first.history
+        assert {q.info["attribute"] for q in questions} == set(first.info["facts"]) - {first.info["attribute"]}
+        for q in questions:
+            assert q.history == [[first.text, world.ideal_response(first)]]
+            assert gold_score(world, q, world.ideal_response(q)).total == pytest.approx(1.0)
+        if p.task == "followup":
+            assert any(q.text == p.text and q.info == p.info for q in questions)
+
+
+def test_forum_has_dependent_two_turn_threads(world):
+    held_out = world.held_out_texts()
+    threads = [world.forum_thread(Chooser(random.Random(i)), held_out) for i in range(600)]
+    dependent = 0
+    for t in threads:
+        turns = t.split("<|user|>")[1:]
+        if len(turns) == 2:
+            names = [w for w in turns[0].split() if w not in world.by_name and any(w in u for u in turns[1:])]
+            second = turns[1].split("\n")[0]
+            dependent += any(n in second.split() for n in names) and "." not in second  # only a question
+    assert dependent > 10
 
 
 # ------------------------------------------------------------------ gold labeler on hand-written answers
@@ -205,7 +267,7 @@ def test_yesno(world):
     p = P("yesno", f"does {e.name} live in a {no} ?", entity=e.name, attribute="home", asked=no, answer=e.home,
           yes=False)
     assert gold_score(world, p, f"no , {e.name} lives in a {e.home} .", True).total == pytest.approx(1.0)
-    assert gold_score(world, p, "no .", True).total == pytest.approx(1.0)
+    assert gold_score(world, p, "no .", True).helpful == 0.5   # bare: half the help
     assert gold_score(world, p, "yes .", True).honest == 0
     assert gold_score(world, p, f"yes , {e.name} lives in a {no} .", True).honest == 0
     assert gold_score(world, p, f"{e.name} does not live in a {no} .", True).honest == 1  # negation
@@ -259,7 +321,7 @@ def test_noisy_ranker_pairwise_marginals_match_ceiling():
 
 def test_default_temperature_gives_ceiling_near_08(world):
     rng = random.Random(0)
-    groups = [[gold_score(world, p, *world.flawed_answer(p, rng)).total for _ in range(4)]
+    groups = [[gold_score(world, p, *world.flawed_answer(p, rng)).total for _ in range(6)]   # K = 6
               for p in world.prompts("train")[:300]]
     assert 0.75 <= agreement_ceiling(groups, DEFAULT_TEMPERATURE) <= 0.85
 
@@ -301,6 +363,9 @@ def test_file_round_trip_and_malformed_line(tmp_path):
     assert [d.text for d in load_corpus(tmp_path)] == [d.text for d in w.corpus()]
     for s in SPLITS:
         assert load_prompts(tmp_path, s) == w.prompts(s)
+    follow = [p for p in load_prompts(tmp_path, "train") if p.history]
+    assert follow and all(isinstance(p.history, list) and len(p.history) == 1 for p in follow)
+    assert follow[0].history == next(p for p in w.prompts("train") if p.id == follow[0].id).history
     assert load_demonstrations(tmp_path) == w.demonstrations()
     assert load_entities(tmp_path) == w.entities
     path = tmp_path / "prompts_val.jsonl"
@@ -311,6 +376,12 @@ def test_file_round_trip_and_malformed_line(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=r"prompts_val.jsonl, line 3.*task"):
         load_prompts(tmp_path, "val")
+    follow = tmp_path / "prompts_train.jsonl"
+    row = next(json.loads(line) for line in follow.read_text().splitlines() if json.loads(line)["history"])
+    row["history"] = [["only the user"]]
+    follow.write_text(json.dumps(row) + "\n")
+    with pytest.raises(ValueError, match="history"):
+        load_prompts(tmp_path, "train")
     (tmp_path / "corpus.jsonl").write_text('{"text": "a", "nats": 1.0}\nnot json\n')
     with pytest.raises(ValueError, match="corpus.jsonl, line 2"):
         load_corpus(tmp_path)

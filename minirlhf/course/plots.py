@@ -160,6 +160,51 @@ def plot_icl_curve(curves: dict, chance: float | None = None, ideal=None, ax=Non
     return fig
 
 
+def plot_icl_task_curves(icl: dict, icl_task: dict, ax=None) -> Figure:
+    """GPT-3's two kinds of in-context learning on one axis: task learning (a mapping made up per episode, that only
+    the shots define; the ideal copier is its ceiling) and task recognition (true facts the model knows; the shots
+    only say which attribute is asked, so 0 shots is right about one time in three)."""
+    _require("task-learning curve", icl, ("shots", "accuracy"))
+    _require("task-recognition curve", icl_task, ("shots", "accuracy"))
+    _same_length("task-learning curve", shots=icl["shots"], accuracy=icl["accuracy"])
+    _same_length("task-recognition curve", shots=icl_task["shots"], accuracy=icl_task["accuracy"])
+    fig, ax = _fig_ax(ax)
+    ax.plot(icl["shots"], icl["accuracy"], "o-", color="tab:blue", label="task learning (made-up mapping)")
+    if "ideal" in icl:
+        _same_length("task-learning curve", shots=icl["shots"], ideal=icl["ideal"])
+        ax.plot(icl["shots"], icl["ideal"], ":", color="tab:blue", label="ideal copier")
+    ax.plot(icl_task["shots"], icl_task["accuracy"], "s-", color="tab:red", label="task recognition (true facts)")
+    ax.axhline(1 / 3, color="tab:red", ls="--", lw=1, alpha=0.6, label="1 attribute in 3")
+    shots = sorted(set(icl["shots"]) | set(icl_task["shots"]))
+    if shots and min(shots) >= 0:
+        ax.set_xscale("symlog", base=2, linthresh=1)  # 0, 1, 2, 4, 8 ... evenly spaced
+        ax.set_xticks(shots, [str(s) for s in shots])
+    ax.set_ylim(0, 1.02)
+    _finish(ax, "In-context learning: learning vs recognising the task", "examples in the prompt (shots)",
+            "accuracy (fraction)")
+    return fig
+
+
+def plot_probe_loss(history: dict, guess: float | None = math.log(24), ax=None) -> Figure:
+    """The loss on re-queried lookup values vs step: it drops abruptly when an induction head forms. Dotted lines
+    mark where the sequence-length curriculum lengthens the context (history["context"], when present)."""
+    _require("pre-training history", history, ("probe_step", "probe_loss"))
+    _same_length("pre-training history", probe_step=history["probe_step"], probe_loss=history["probe_loss"])
+    fig, ax = _fig_ax(ax)
+    ax.plot(history["probe_step"], history["probe_loss"], "o-", color="tab:purple", ms=3, label="lookup probe")
+    if guess is not None:
+        ax.axhline(guess, color="gray", ls="--", lw=1, label="guessing among the values")
+    context = history.get("context", [])
+    for step in range(1, len(context)):
+        if context[step] != context[step - 1]:
+            ax.axvline(history["step"][step], color="black", ls=":", lw=1)
+            ax.text(history["step"][step], 0.98, f" context {context[step]}", transform=ax.get_xaxis_transform(),
+                    va="top", fontsize="small")
+    _finish(ax, "Pre-training: loss on values the context already showed", "step",
+            "cross-entropy on re-queried values (nats/token)")
+    return fig
+
+
 # ---- SFT and the reward model -------------------------------------------------------------------------------------
 
 
@@ -172,8 +217,10 @@ def plot_sft_history(history: dict, ax=None) -> Figure:
     right = ax.twinx()
     right.plot(history["epoch"], history["score"], "s-", color="tab:green", label="gold score")  # NaN: not drawn
     right.set_ylabel("gold score (0–1)", color="tab:green")
-    if history.get("best_epoch") is not None:
-        ax.axvline(history["best_epoch"], color="black", ls=":", lw=1, label=f"selected (epoch {history['best_epoch']})")
+    selected = history.get("selected", [])   # train_sft: True at the kept epoch; runs shipped before: best_epoch
+    best = history["epoch"][selected.index(True)] if True in selected else history.get("best_epoch")
+    if best is not None:
+        ax.axvline(best, color="black", ls=":", lw=1, label=f"selected (epoch {best})")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _finish(ax, "SFT: validation loss vs score", "epoch", "validation loss (nats/token)", legend=False)
     handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]

@@ -324,8 +324,8 @@ def check_pairwise_loss(fn) -> None:
         mistakes = [
             (flipped, "the sign of r_w − r_l is flipped: rankings[n, 0] is the BEST response (the winner of all its "
              "pairs), so the loss is −log σ(r_best − r_other)"),
-            (expected * K * (K - 1) / 2, "it looks like a sum over pairs; divide by C(K, 2) = K·(K−1)/2 (the seed's "
-             "−1/C(K,2) factor), so each prompt counts once whatever its K"),
+            (expected * K * (K - 1) / 2, "it looks like a sum over pairs; divide by C(K, 2) = K·(K−1)/2 (the seed "
+             "lecture's −1/C(K,2) factor), so each prompt counts once whatever its K"),
             (adjacent, "use ALL C(K,2) pairs (i ranked above j for every i < j), not only neighbours in the ranking"),
         ]
         got = _call(fn, case, rewards, rankings)

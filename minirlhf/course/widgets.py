@@ -23,8 +23,8 @@ import torch
 
 from minirlhf.chat import chat_turn, generate_responses
 from minirlhf.comparisons import Comparison, save_comparisons
-from minirlhf.gold import NoisyRanker, gold_score
 from minirlhf.world import Prompt
+from minirlhf.world.gold import NoisyRanker, gold_score
 
 EXAMPLE_PROMPTS = {  # what the playground fallback shows: a chat question, GPT-2's zero-shot, GPT-3's few-shot
     "chat": ("what colour does kika like ?", True),
@@ -188,7 +188,7 @@ class LabelingSession:
             texts, ended = [], []
             for _ in range(1 + max_resamples):
                 need = k - len(texts)
-                for r in generate_responses(policy, tokenizer, [prompt.text] * need, max_new_tokens=max_new_tokens,
+                for r in generate_responses(policy, tokenizer, [prompt] * need, max_new_tokens=max_new_tokens,
                                             temperature=temperature, generator=generator):
                     if (r.text, r.ended) not in zip(texts, ended):
                         texts.append(r.text)
@@ -383,7 +383,7 @@ def describe_point(point: dict, examples: list[str] | None = None) -> str:
 
 def frontier_figure(points: list[dict], beta: float):
     """plots.plot_frontier with the point nearest `beta` ringed in red on both panels."""
-    from minirlhf.plots import plot_frontier
+    from minirlhf.course.plots import plot_frontier
 
     point = sweep_point(points, beta)
     fig = plot_frontier(points)
