@@ -16,11 +16,14 @@ def _cmd_data(args) -> None:
 
 
 def _cmd_pretrain(args) -> None:
-    from minirlhf.pipeline import stage_pretrain
+    from dataclasses import replace
 
-    out = stage_pretrain(Path(args.out), preset=args.preset, seed=args.seed, steps=args.steps,
-                         max_seconds=args.max_seconds, icl=not args.no_icl)
-    print(f"pre-trained checkpoint written to {out}/")
+    from minirlhf.pipeline import pipeline_config, pretrain_model
+
+    cfg = pipeline_config(args.preset)
+    cfg.pretrain = replace(cfg.pretrain, steps=args.steps or cfg.pretrain.steps, max_seconds=args.max_seconds)
+    pretrain_model(Path(args.out), cfg, seed=args.seed, icl=not args.no_icl)
+    print(f"pre-trained checkpoint written to {args.out}/")
 
 
 def _cmd_sample(args) -> None:
@@ -40,11 +43,30 @@ def _cmd_sample(args) -> None:
             print(f"user: {text}\nassistant: {reply}\n")
 
 
-def _cmd_pipeline(args) -> None:
-    from minirlhf.pipeline import run_pipeline
+def parse_seeds(text: str) -> list[int]:
+    """"0,1,2" -> [0, 1, 2]: distinct non-negative integers, comma-separated."""
+    items = [item.strip() for item in text.split(",")]
+    if not all(item.isdigit() for item in items):
+        raise ValueError(f"--seeds {text!r}: give distinct non-negative integers separated by commas, e.g. 0,1,2")
+    seeds = [int(item) for item in items]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {text!r} repeats a seed; each seed runs once")
+    return seeds
 
-    run_pipeline(Path(args.out), preset=args.preset, seed=args.seed, resume=args.resume,
-                 pretrained=args.pretrained)
+
+def _cmd_pipeline(args) -> None:
+    from minirlhf.pipeline import pipeline_config, run_pipeline, run_seeds
+
+    pipeline_config(args.preset)   # an unknown preset fails here, before anything runs
+    if args.seeds is None:
+        run_pipeline(Path(args.out), preset=args.preset, seed=args.seed or 0, resume=args.resume,
+                     pretrained=args.pretrained)
+        return
+    if args.seed is not None:
+        raise ValueError("give either --seed (one run in --out) or --seeds (one run per seed in --out/seed-S)")
+    run_seeds(Path(args.out), preset=args.preset, seeds=parse_seeds(args.seeds), resume=args.resume,
+              pretrained=args.pretrained)
+    print(f"seeds {args.seeds}: {args.out}/metrics.json and {args.out}/report.md")
 
 
 def _cmd_ship(args) -> None:
@@ -65,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_data)
 
     p = sub.add_parser("pretrain", help="pre-train a GPT on the toy world's corpus (the L1 objective)")
-    p.add_argument("--preset", default="course", help="model size preset: tiny or course (default course)")
+    p.add_argument("--preset", default="course", help="pipeline preset whose model and pre-training budget to use: "
+                   "smoke or course (default course)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the preset's)")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds of training")
@@ -83,9 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.set_defaults(func=_cmd_sample)
 
-    p = sub.add_parser("pipeline", help="run every stage: pre-train, SFT, reward model, PPO, PPO-ptx, evaluation")
-    p.add_argument("--preset", default="course", help="tiny (a smoke run of about a minute) or course (default)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p = sub.add_parser("pipeline", help="run every stage: pre-train, SFT, two rounds of comparisons and reward models, "
+                                         "PPO, PPO-ptx, evaluation, over-optimisation")
+    p.add_argument("--preset", default="course", help="smoke (every stage, about a minute) or course (default)")
+    p.add_argument("--seed", type=int, default=None, help="random seed of a single run in --out (default 0)")
+    p.add_argument("--seeds", default=None,
+                   help="several seeds, e.g. 0,1,2: one run each in --out/seed-S, their aggregate in --out")
     p.add_argument("--out", default="runs/course", help="run folder (default runs/course)")
     p.add_argument("--resume", action="store_true", help="skip stages whose checkpoints already exist in the run folder")
     p.add_argument("--pretrained", default=None,

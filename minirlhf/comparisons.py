@@ -30,8 +30,28 @@ import torch
 from minirlhf.chat import generate_responses
 from minirlhf.checkpoint import write_text_atomic
 from minirlhf.world.gold import NoisyRanker, agreement_ceiling, gold_score
+from minirlhf.world.records import Prompt
 
 MIN_K, MAX_K = 4, 9  # InstructGPT: "between K = 4 and K = 9 responses to rank" (§3.5)
+
+
+@dataclass
+class ComparisonConfig:
+    """How the pipeline collects comparisons, in two rounds: InstructGPT kept collecting on its newer policies."""
+
+    k: int = 6                                  # responses ranked per prompt (InstructGPT: 4 to 9): C(6,2) = 15 pairs
+    temperatures: tuple = (0.7, 1.0, 1.3)       # every policy of a round samples at each of these
+    round1_policies: tuple = ("pretrained", "sft")   # round 1: the models there are before any reward model
+    round1_passes: int = 4                      # times each train prompt is sampled and ranked (600 prompts -> 2,400)
+    round2_policies: tuple = ("sft", "ppo_round1", "pretrained")   # round 2 adds PPO-1, trained against RM-1
+    round2_passes: int = 3                      # 600 prompts -> 1,800 comparisons
+
+    def __post_init__(self):
+        if not MIN_K <= self.k <= MAX_K:
+            raise ValueError(f"k={self.k}: InstructGPT ranked between {MIN_K} and {MAX_K} responses; choose k in "
+                             f"{MIN_K}..{MAX_K}")
+        if self.round1_passes < 1 or self.round2_passes < 0:
+            raise ValueError("round1_passes must be >= 1 and round2_passes >= 0 (0 skips round 2's sampling)")
 
 
 @dataclass
@@ -216,6 +236,32 @@ def _check_list(record: dict, name: str, K: int, ok, kind: str) -> None:
         raise ValueError(f"'{name}' must be a list of {kind}")
     if len(value) != K:
         raise ValueError(f"'{name}' has {len(value)} entries but there are K={K} responses; give one per response")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Does the data teach what the reward model must know? Right vs wrong facts for the same prompt
+
+FACT_TASKS = ("about", "describe", "fact", "yesno", "context", "followup")   # prompts whose answers state facts
+
+
+def fact_contrast_share(comparisons: Sequence[Comparison], world) -> float:
+    """Share of fact-asking comparisons that rank a TRUE fact against a WRONG one for the same prompt.
+
+    A comparison contrasts them when, among its polite and finished responses (gold harmless, EOS produced), one
+    states a fact of the asked creature truly (gold helpful > 0 and honest) and another states a wrong fact (gold
+    honest = 0): the labeler's preference between those two is about the fact. Without such pairs the reward
+    model has no reason to care whether a fact is true, and its wrong-fact probe stays near chance (probes.py).
+    """
+    contrasted = asked = 0
+    for c in comparisons:
+        prompt = Prompt(**c.prompt)
+        if prompt.task not in FACT_TASKS:
+            continue
+        scores = [gold_score(world, prompt, r, e) for r, e in zip(c.responses, c.ended) if e]
+        clean = [s for s in scores if s.harmless == 1]
+        asked += 1
+        contrasted += any(s.helpful > 0 and s.honest == 1 for s in clean) and any(s.honest == 0 for s in clean)
+    return contrasted / asked if asked else float("nan")
 
 
 # ----------------------------------------------------------------------------------------------------------

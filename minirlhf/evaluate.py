@@ -7,9 +7,9 @@ For each policy, on held-out test prompts (Ouyang et al. 2022, §4):
     same prompt (ties count half), the paper's headline "preferred to SFT 175B" number;
   - KL(π ‖ π_SFT) of the sampled answers (in nats per answer);
   - the pre-training validation loss, the "alignment tax" that PPO-ptx is meant to reduce;
-  - best-of-n on the SFT policy: pick the RM's favourite of n samples, whose KL to SFT is analytic:
-    KL_bon = log n − (n − 1)/n (Stiennon et al. 2020, App. G.3);
   - whether the chat uses its history: follow-up questions answered with and without the first turn.
+`evaluate_policies` measures all of it. Best-of-n (the RM's favourite of n SFT samples, KL_bon = log n − (n − 1)/n,
+Stiennon et al. 2020, App. G.3) is part of the over-optimisation study: minirlhf/overoptimisation.py.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from minirlhf.model import GPT, response_logits, token_logprobs
+from minirlhf.pretrain import evaluate_loss
+from minirlhf.reward import score_responses
 from minirlhf.tokenizer import encode_chat_prompt
 from minirlhf.world.gold import gold_score
 
@@ -113,18 +115,35 @@ def best_of_n_kl(n: int) -> float:
     return math.log(n) - (n - 1) / n
 
 
-@torch.no_grad()
-def best_of_n(policy: GPT, reward_model, tokenizer, world, prompts: list, n: int, temperature: float = 1.0,
-              max_new_tokens: int = 32, seed: int = 0) -> dict:
-    """Sample n answers per prompt from the policy, keep the one the reward model scores highest."""
-    from minirlhf.reward import score_responses
+def evaluate_policies(policies: dict, reward_model, tokenizer, world, val_ids: torch.Tensor, temperature: float = 1.0,
+                      max_new_tokens: int = 24, seed: int = 0) -> dict:
+    """Every policy on the world's held-out test prompts, one sampled answer each (the same seed for all).
 
-    candidates = [sample_answers(policy, tokenizer, world, prompts, temperature, max_new_tokens, seed + i) for i in range(n)]
-    rewards = torch.stack([score_responses(reward_model, tokenizer, prompts, s.texts, s.ended).cpu() for s in candidates])  # (n, B)
-    best = rewards.argmax(dim=0)                                                                                         # (B,)
-    gold = [candidates[int(best[b])].gold[b] for b in range(len(prompts))]
-    return {"n": n, "gold": sum(g.total for g in gold) / len(gold), "gold_totals": [g.total for g in gold],
-            "rm_reward": float(rewards.max(dim=0).values.mean()), "kl": best_of_n_kl(n)}
+    policies: {"pretrained": gpt, "sft": gpt, ...}; "sft" is required (the baseline of win rates and KL).
+    val_ids: held-out pre-training tokens (the alignment tax). Returns {"seed", "policies": {name: gold, criteria,
+    win_rate_vs_sft, kl_to_sft, rm_reward, pretrain_val_loss, ended, length}, "chat": follow-ups answered with
+    and without history per policy, "examples": the first 12 prompts' answers}.
+    """
+    if "sft" not in policies:
+        raise ValueError(f"evaluate_policies compares with SFT: pass policies with an 'sft' entry, got {list(policies)}")
+    prompts = world.prompts("test")
+    T, L = temperature, max_new_tokens
+    samples = {name: sample_answers(m, tokenizer, world, prompts, T, L, seed) for name, m in policies.items()}
+    results = {}
+    for name, m in policies.items():
+        s = samples[name]
+        results[name] = {**summarize(s),
+                         "win_rate_vs_sft": win_rate(s.gold_totals, samples["sft"].gold_totals),
+                         "kl_to_sft": kl_to_reference(m, policies["sft"], s, T),
+                         "rm_reward": float(score_responses(reward_model, tokenizer, prompts, s.texts, s.ended).mean()),
+                         "pretrain_val_loss": evaluate_loss(m, val_ids, max_batches=4)}
+    chat = {name: {f"follow_up_{k}_history": follow_up_accuracy(m, tokenizer, world, prompts, k == "with",
+                                                                  max_new_tokens=L, seed=seed)
+                   for k in ("with", "without")} for name, m in policies.items()}
+    return {"seed": seed, "temperature": T, "max_new_tokens": L, "policies": results,
+            "chat": {"follow_ups": sum(len(world.follow_ups(p)[1]) for p in prompts), "by_policy": chat},
+            "examples": [{"prompt": p.text, **{name: samples[name].texts[i] for name in policies}}
+                         for i, p in enumerate(prompts[:12])]}
 
 
 @torch.no_grad()

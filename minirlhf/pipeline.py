@@ -1,9 +1,22 @@
 """The whole road, stage by stage, into one run folder (`python -m minirlhf pipeline`).
 
-    pretrained/  ->  sft/  ->  comparisons.jsonl  ->  rm/  ->  ppo/, ppo_ptx/  ->  metrics.json, report.md, *.png
+Like nanochat's speedrun.sh, the road is one short list, run top to bottom (`STAGES`, below):
 
-Every stage reads the previous stage's checkpoint and writes its own, atomically; `--resume` skips a stage
-whose output exists, so an interrupted run (Ctrl-C) keeps what it finished.
+    pretrained/                a BPE tokenizer and a GPT pre-trained on the world's corpus (the L1 objective)
+    sft/                       step 1: supervised fine-tuning on the demonstrations
+    comparisons_round1.jsonl   round 1 of comparisons: pre-trained and SFT answers, ranked by the noisy labelers
+    rm_round1/                 step 2 on round 1 only: RM-1 (kept: the reward model trained on less data)
+    ppo_round1/                a short PPO against RM-1: PPO-1, a newer policy to collect comparisons on
+    comparisons_round2.jsonl   round 2: SFT, PPO-1 and pre-trained answers, ranked
+    rm/                        the main reward model, again from the SFT trunk, on both rounds
+    ppo/, ppo_ptx/             step 3: PPO and PPO-ptx against the main reward model
+    evaluation.json            held-out test prompts: gold, win rates, KL, alignment tax, the chat's use of history
+    overoptimisation.json      best-of-n and PPO at β = 0: gold against √KL for RM-1 and the main RM (Gao et al.)
+
+then metrics.json, report.md and the figures. Each stage is a function `stage_<name>(run) -> metrics` that reads
+what earlier stages wrote in the run folder and writes its own output atomically; `--resume` skips a stage whose
+output exists and whose metrics were recorded, so an interrupted run (Ctrl-C) keeps what it finished. `run_seeds`
+runs several seeds into seed-S/ folders and writes the seeds' aggregate metrics.json and report.md above them.
 """
 
 from __future__ import annotations
@@ -17,18 +30,28 @@ from pathlib import Path
 import torch
 
 from minirlhf import evaluate as ev
-from minirlhf.checkpoint import load_checkpoint, save_checkpoint, write_text_atomic
-from minirlhf.comparisons import ceiling_of, load_comparisons, sample_comparisons, save_comparisons
-from minirlhf.model import GPT, get_config, pick_device
+from minirlhf.checkpoint import load_checkpoint, read_metadata, save_checkpoint, write_text_atomic
+from minirlhf.comparisons import (
+    ComparisonConfig,
+    ceiling_of,
+    fact_contrast_share,
+    load_comparisons,
+    sample_comparisons,
+    save_comparisons,
+)
+from minirlhf.model import GPT, GPTConfig, get_config, pick_device
+from minirlhf.overoptimisation import best_of_n_curve, fit_best_of_n, fit_rl
 from minirlhf.ppo import PPOConfig, train_ppo
 from minirlhf.pretrain import (
     PretrainConfig,
-    evaluate_loss,
+    document_rows,
     probe_batch,
+    rows_loss,
     stage_tokens,
     token_stream,
     train_pretrain,
 )
+from minirlhf.probes import probe_accuracy, probe_pairs
 from minirlhf.reward import (
     RewardConfig,
     RewardModel,
@@ -42,46 +65,77 @@ from minirlhf.tokenizer import encode_chat_prompt, train_tokenizer
 from minirlhf.world import World, WorldConfig
 from minirlhf.world.corpus import Corpus, CorpusMix, lookup_probe_rows, phases_for
 
+# ------------------------------------------------------------------------------------------------------------
+# Configuration: one dataclass of stage configs, two presets
+
+
+@dataclass
+class OveroptimisationConfig:
+    prompts: int = 60                   # val prompts that best-of-n samples answers for
+    samples: int = 64                   # N answers per prompt, sampled once: best-of-n for n = 1, 2, 4, ..., N
+    rl_iterations: int = 80             # PPO at β = 0 against each reward model below, from SFT
+    reward_models: tuple = ("rm_round1",)   # add "rm" for β = 0 against the main RM too (80 more iterations)
+
 
 @dataclass
 class PipelineConfig:
-    """Every stage's budget for one preset. Values measured on 2 CPU cores (see README's figures)."""
-    preset: str = "course"              # model size preset (model.PRESETS)
-    vocab_size: int = 1024              # BPE vocabulary
-    block_size: int = 128               # context window: the longest prompt plus an answer must fit
+    """Every stage's settings for one preset (PIPELINES). Budgets measured on 2 CPU cores (docs/calibration.md)."""
+    name: str = "course"
+    model: GPTConfig = field(default_factory=lambda: get_config("course"))   # its vocab_size: the BPE vocabulary
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     corpus: CorpusMix = field(default_factory=CorpusMix)   # document kinds per phase of the curriculum
     val_documents: int = 2000           # held-out final-mix documents: validation loss and its entropy floor
+    icl_episodes: int = 100             # episodes per point of the in-context-learning curves
     sft: SFTConfig = field(default_factory=SFTConfig)
-    k: int = 6                          # responses ranked per prompt (InstructGPT: 4 to 9): C(6,2) = 15 pairs
-    comparison_rounds: int = 2          # times each training prompt is sampled and ranked (toy scale: more data)
-    comparison_temperatures: tuple = (0.7, 1.0, 1.3)   # sampled from several policies and temperatures
-    reward: RewardConfig = field(default_factory=lambda: RewardConfig(lr=3e-4))
-    ppo: PPOConfig = field(default_factory=lambda: PPOConfig(iterations=60, lr=2e-5))
-    ptx_coef: float = 1.0               # γ of PPO-ptx (the PPO run uses 0)
-    sweep_betas: tuple = (0.0, 0.03, 0.3)   # β values of the reward–KL frontier (the main run has β = 0.1)
-    sweep_iterations: int = 30          # PPO iterations per sweep point
-    best_of_n: tuple = (1, 2, 4, 8, 16)
-    max_new_tokens: int = 24            # answer length cap everywhere
+    comparisons: ComparisonConfig = field(default_factory=ComparisonConfig)
+    reward: RewardConfig = field(default_factory=lambda: RewardConfig(epochs=2, lr=3e-4))
+    ppo: PPOConfig = field(default_factory=lambda: PPOConfig(iterations=60, lr=2e-5))  # its max_new_tokens caps
+    # every sampled answer (comparisons, evaluation); its ptx_coef is 0: PPO-ptx is the same run with ptx_coef below
+    ptx_coef: float = 1.0               # γ_ptx of the PPO-ptx run (toy scale; InstructGPT: 27.8)
+    round1_ppo_iterations: int = 30     # PPO-1: cfg.ppo against RM-1 for this many iterations
+    overoptimisation: OveroptimisationConfig = field(default_factory=OveroptimisationConfig)
     eval_temperature: float = 1.0       # answers are sampled (greedy decoding hides the differences)
 
+    def __post_init__(self):
+        if self.ppo.ptx_coef != 0:
+            raise ValueError(f"cfg.ppo is the PPO run (ptx_coef 0, got {self.ppo.ptx_coef}); "
+                             "set PipelineConfig.ptx_coef for the PPO-ptx run")
 
-def pipeline_config(preset: str) -> PipelineConfig:
-    """The embedded defaults: `tiny` is a smoke run of about a minute, `course` the notebooks' run."""
-    if preset == "tiny":
-        return PipelineConfig(
-            preset="tiny", vocab_size=512,
-            pretrain=PretrainConfig(steps=150, tokens_per_step=2048, curriculum=((0, 32), (50, 64), (100, 128)),
-                                    lr=3e-3, min_lr=3e-4, warmup_steps=20, eval_every=50, probe_every=25),
-            sft=SFTConfig(epochs=3, lr=1e-3),
-            reward=RewardConfig(epochs=1, lr=3e-4),
-            k=4, comparison_rounds=1,
-            ppo=PPOConfig(iterations=4, batch_size=16, max_new_tokens=16),
-            sweep_betas=(0.0, 0.3), sweep_iterations=2, best_of_n=(1, 4), max_new_tokens=16,
-        )
-    if preset == "course":
-        return PipelineConfig()
-    raise ValueError(f"unknown preset {preset!r}; choose one of ['course', 'tiny']")
+    @property
+    def max_new_tokens(self) -> int:
+        """The answer length cap everywhere: PPO's rollouts, comparisons and evaluation."""
+        return self.ppo.max_new_tokens
+
+
+def smoke_config() -> PipelineConfig:
+    """A smoke run of about a minute: every stage runs, nothing is meaningful. The tiny model with a context of 128,
+    not its 64: the longest chat prompt (a follow-up with its history) is ~71 tokens with a 512-token BPE."""
+    return PipelineConfig(
+        name="smoke", model=get_config("tiny", vocab_size=512, block_size=128),
+        pretrain=PretrainConfig(steps=120, tokens_per_step=2048, curriculum=((0, 32), (40, 64), (80, 128)),
+                                lr=3e-3, min_lr=3e-4, warmup_steps=20, eval_every=40, probe_every=20),
+        val_documents=300, icl_episodes=10,
+        sft=SFTConfig(epochs=2, lr=1e-3),
+        comparisons=ComparisonConfig(k=4, round1_passes=1, round2_passes=1),
+        reward=RewardConfig(epochs=1, lr=3e-4),
+        ppo=PPOConfig(iterations=3, batch_size=16, max_new_tokens=16),
+        round1_ppo_iterations=2,
+        overoptimisation=OveroptimisationConfig(prompts=8, samples=4, rl_iterations=3),
+    )
+
+
+PIPELINES = {"smoke": smoke_config, "course": PipelineConfig}   # names differ from the model sizes (model.PRESETS)
+
+
+def pipeline_config(name: str) -> PipelineConfig:
+    """A preset: `smoke` (every stage, about a minute) or `course` (the notebooks' run)."""
+    if name not in PIPELINES:
+        raise ValueError(f"unknown pipeline preset {name!r}; choose one of {sorted(PIPELINES)}")
+    return PIPELINES[name]()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Pre-training data
 
 
 def corpus_entropy_floor(documents, tokenizer) -> float:
@@ -119,7 +173,7 @@ def fresh_stream(corpus: Corpus, tokenizer, phase: str, n_tokens: int, start: in
 
 
 def pretraining_data(corpus: Corpus, tokenizer, pcfg: PretrainConfig, block_size: int, n_val: int = 2000):
-    """(train streams, one per curriculum stage; validation stream; lookup probe) and the validation documents.
+    """(train streams, one per curriculum stage; validation rows; lookup probe) and the validation documents.
 
     Stage i reads phase i of the corpus (world/corpus.py: phases_for), sized to the tokens it will read
     (stage_tokens), so pre-training sees every document once: a fresh, never-repeated stream.
@@ -130,33 +184,32 @@ def pretraining_data(corpus: Corpus, tokenizer, pcfg: PretrainConfig, block_size
     for phase, need in zip(phases_for(len(needs)), needs):
         stream, next_doc[phase] = fresh_stream(corpus, tokenizer, phase, need, next_doc.get(phase, 0))
         streams.append(stream)
-    val_docs = corpus.documents("val", n_val)
-    val_ids = token_stream(tokenizer, [d.text for d in val_docs])
+    val_docs = corpus.documents("val", n_val)   # read whole, from their start: the floor's own accounting
+    val_rows = document_rows(tokenizer, [d.text for d in val_docs], block_size)
     probe = probe_batch(tokenizer, lookup_probe_rows(corpus.world), block_size)
-    return (streams, val_ids, probe), val_docs
+    return (streams, val_rows, probe), val_docs
 
 
 # ------------------------------------------------------------------------------------------------------------
-# The stages. Each takes the run folder and what earlier stages produced, and returns its metrics.
+# Pre-training (also `python -m minirlhf pretrain`)
 
 
-def stage_pretrain(out: Path, preset: str = "course", seed: int = 0, steps: int | None = None,
-                   max_seconds: float | None = None, icl: bool = True, world: World | None = None,
-                   progress: bool = True, cfg: PipelineConfig | None = None) -> Path:
-    """Train the tokenizer and pre-train a GPT on the world's corpus (the L1 objective); save to `out`."""
-    cfg = cfg or pipeline_config(preset)
+def pretrain_model(out: Path, cfg: PipelineConfig, seed: int = 0, world: World | None = None, icl: bool = True,
+                   progress: bool = True) -> dict:
+    """Train the tokenizer and pre-train a GPT on the world's corpus (the L1 objective); save to `out`.
+    Returns the metrics (also in the checkpoint's metadata)."""
     torch.manual_seed(seed)
     world = world or World(WorldConfig())
     corpus = Corpus(world, cfg.corpus)
     sample = corpus.documents("final", world.config.n_documents)   # the tokenizer learns from a sample
-    tokenizer = train_tokenizer([d.text for d in sample], vocab_size=cfg.vocab_size)
-    pcfg = replace(cfg.pretrain, seed=seed, max_seconds=max_seconds, steps=steps or cfg.pretrain.steps)
+    tokenizer = train_tokenizer([d.text for d in sample], vocab_size=cfg.model.vocab_size)
+    pcfg = replace(cfg.pretrain, seed=seed)
     start = time.perf_counter()
-    data, val_docs = pretraining_data(corpus, tokenizer, pcfg, cfg.block_size, cfg.val_documents)
+    data, val_docs = pretraining_data(corpus, tokenizer, pcfg, cfg.model.block_size, cfg.val_documents)
     generate_seconds = time.perf_counter() - start
-    model = GPT(get_config(cfg.preset, vocab_size=len(tokenizer), block_size=cfg.block_size)).to(pick_device())
+    model = GPT(replace(cfg.model, vocab_size=len(tokenizer))).to(pick_device())
     model, history = train_pretrain(model, data, pcfg, progress=progress)
-    val_loss, floor = evaluate_loss(model, data[1]), corpus_entropy_floor(val_docs, tokenizer)
+    val_loss, floor = rows_loss(model, data[1]), corpus_entropy_floor(val_docs, tokenizer)
     metrics = {"val_loss": val_loss, "entropy_floor": floor, "val_over_floor": val_loss / floor,
                "train_tokens": sum(len(s) for s in data[0]), "parameters": model.num_parameters(),
                "seconds": history["seconds"][-1], "tokens_per_s": history["tokens_per_s"][-1],
@@ -164,135 +217,23 @@ def stage_pretrain(out: Path, preset: str = "course", seed: int = 0, steps: int 
     if icl:
         from minirlhf.prompting import icl_curve, icl_task_curve, zero_shot_accuracy
 
-        metrics["icl"] = icl_curve(model, tokenizer, world, n_episodes=100, seed=seed)
-        metrics["icl_task"] = icl_task_curve(model, tokenizer, world, n_episodes=100, seed=seed)
-        metrics["zero_shot"] = {kind: zero_shot_accuracy(model, tokenizer, world, kind, n_episodes=100, seed=seed)
+        n = cfg.icl_episodes
+        metrics["icl"] = icl_curve(model, tokenizer, world, n_episodes=n, seed=seed)
+        metrics["icl_task"] = icl_task_curve(model, tokenizer, world, n_episodes=n, seed=seed)
+        metrics["zero_shot"] = {kind: zero_shot_accuracy(model, tokenizer, world, kind, n_episodes=n, seed=seed)
                                 for kind in ("colour", "food", "home")}
     save_checkpoint(out, model, tokenizer, stage="pretrained",
-                    metadata={"seed": seed, "preset": cfg.preset, "config": asdict(pcfg), "metrics": metrics,
+                    metadata={"seed": seed, "preset": cfg.name, "config": asdict(pcfg), "metrics": metrics,
                               "history": history})
-    return out
-
-
-def stage_sft(run: Path, pretrained: GPT, tokenizer, world: World, cfg: PipelineConfig, seed: int,
-              progress: bool = True) -> dict:
-    """Step 1: fine-tune on the demonstrations; select the epoch by mean gold score on validation prompts.
-
-    The paper selects by RM score on a validation set (an RM from an earlier round of data collection). Our first
-    round has no RM yet, so the labelers themselves (the gold labeler) score validation samples; validation loss
-    is recorded beside it to show the paper's observation that it overfits while the score keeps improving.
-    """
-    model = copy.deepcopy(pretrained)
-    demos = [(d.prompt, d.response) for d in world.demonstrations()]   # Prompts: multi-turn ones keep their history
-    val_prompts = world.prompts("val")
-    val_demos = [(p, world.ideal_response(p)) for p in val_prompts]
-
-    def gold_on_val(m: GPT) -> float:
-        samples = ev.sample_answers(m, tokenizer, world, val_prompts, cfg.eval_temperature, cfg.max_new_tokens, seed)
-        return ev.summarize(samples)["gold"]
-
-    sft_cfg = replace(cfg.sft, seed=seed)
-    model, history = train_sft(model, (demos, val_demos), sft_cfg, tokenizer=tokenizer, eval_fn=gold_on_val,
-                               progress=progress)
-    best = history["selected"].index(True)
-    metrics = {"best_epoch": history["epoch"][best], "val_loss": history["val_loss"][best],
-               "val_gold": history["score"][best], "demonstrations": len(demos), "seconds": history["seconds"][-1]}
-    save_checkpoint(run / "sft", model, tokenizer, stage="sft",
-                    metadata={"seed": seed, "config": asdict(sft_cfg), "metrics": metrics, "history": history})
     return metrics
 
 
-def stage_comparisons(run: Path, policies: dict, tokenizer, world: World, cfg: PipelineConfig, seed: int) -> dict:
-    """Sample K answers per prompt from several policies and temperatures; rank them with the noisy labeler."""
-    start = time.perf_counter()
-    for split, rounds in (("train", cfg.comparison_rounds), ("val", 1)):
-        comparisons = []
-        for r in range(rounds):
-            comparisons += sample_comparisons(world.prompts(split), policies, tokenizer, world, k=cfg.k,
-                                              temperatures=cfg.comparison_temperatures,
-                                              seed=seed + 1000 * r + (split == "val"), max_new_tokens=cfg.max_new_tokens)
-        save_comparisons(run / f"comparisons_{split}.jsonl", comparisons)
-    return {"seconds": time.perf_counter() - start}
+# ------------------------------------------------------------------------------------------------------------
+# A run: one seed's folder, and what its stages wrote there
 
 
-def stage_reward(run: Path, sft: GPT, tokenizer, world: World, cfg: PipelineConfig, seed: int,
-                 progress: bool = True) -> dict:
-    """Step 2: the SFT model, unembedding removed, plus a scalar head, trained on all C(K,2) pairs per prompt."""
-    from minirlhf.probes import probe_accuracy, probe_pairs
-
-    torch.manual_seed(seed)
-    start = time.perf_counter()
-    train = load_comparisons(run / "comparisons_train.jsonl")
-    val = load_comparisons(run / "comparisons_val.jsonl")
-    rm = RewardModel.from_gpt(sft)
-    rm, history = train_reward_model(rm, (train, val), replace(cfg.reward, seed=seed), tokenizer=tokenizer,
-                                     progress=progress)
-    normalize_reward(rm, world.demonstrations(), tokenizer)   # the demonstrations' mean reward is 0
-    accuracy = pairwise_accuracy(rm, val, tokenizer)
-    probes = probe_accuracy(rm, tokenizer, probe_pairs(world, world.prompts("test")))
-    metrics = {"val_accuracy": accuracy["accuracy"], "val_gold_accuracy": accuracy["gold_accuracy"],
-               "ceiling": ceiling_of(val), "probes": probes, "train_comparisons": len(train),
-               "seconds": time.perf_counter() - start}
-    save_checkpoint(run / "rm", rm, tokenizer, stage="rm", metadata={"seed": seed, "metrics": metrics, "history": history})
-    return metrics
-
-
-def stage_ppo(run: Path, name: str, sft: GPT, rm: RewardModel, tokenizer, world: World, ppo_cfg: PPOConfig,
-              pretrain_ids: torch.Tensor | None, progress: bool = True) -> dict:
-    """Step 3: PPO against the RM with a per-token KL penalty to the frozen SFT policy (+ ptx when γ_ptx > 0)."""
-    policy, value_model = copy.deepcopy(sft), copy.deepcopy(rm)
-    policy.requires_grad_(True)         # the frozen copies (train_ppo freezes the reference and the RM) are trainable
-    value_model.requires_grad_(True)
-    prompts = world.prompts("train")
-    policy, history = train_ppo(policy, [encode_chat_prompt(tokenizer, p) for p in prompts], ppo_cfg,
-                                reference=sft, reward_model=rm, value_model=value_model, tokenizer=tokenizer,
-                                pretrain_ids=pretrain_ids if ppo_cfg.ptx_coef > 0 else None,
-                                eval_fn=ev.rollout_gold(world, prompts, tokenizer), progress=progress)
-    if name:
-        save_checkpoint(run / name, policy, tokenizer, stage=name,
-                        metadata={"seed": ppo_cfg.seed, "config": asdict(ppo_cfg), "history": history})
-    return {"policy": policy, "history": history}
-
-
-def evaluate_all(policies: dict, sft: GPT, rm: RewardModel, tokenizer, world: World, val_ids: torch.Tensor,
-                 cfg: PipelineConfig, seed: int) -> dict:
-    """Gold score and criteria, win rate vs SFT, KL to SFT, RM reward and pre-training loss on test prompts."""
-    prompts = world.prompts("test")
-    T, L = cfg.eval_temperature, cfg.max_new_tokens
-    samples = {name: ev.sample_answers(m, tokenizer, world, prompts, T, L, seed) for name, m in policies.items()}
-    results = {}
-    for name, m in policies.items():
-        s = samples[name]
-        results[name] = {**ev.summarize(s),
-                         "win_rate_vs_sft": ev.win_rate(s.gold_totals, samples["sft"].gold_totals),
-                         "kl_to_sft": ev.kl_to_reference(m, sft, s, T),
-                         "rm_reward": float(score_responses(rm, tokenizer, prompts, s.texts, s.ended).mean()),
-                         "pretrain_val_loss": evaluate_loss(m, val_ids, max_batches=4)}
-    bon = [ev.best_of_n(sft, rm, tokenizer, world, prompts, n, T, L, seed) for n in cfg.best_of_n]
-    for b in bon:
-        b["win_rate_vs_sft"] = ev.win_rate(b.pop("gold_totals"), samples["sft"].gold_totals)
-    chat = {name: {f"follow_up_{k}_history": ev.follow_up_accuracy(m, tokenizer, world, prompts, k == "with",
-                                                                     max_new_tokens=L, seed=seed)
-                   for k in ("with", "without")} for name, m in policies.items()}
-    return {"policies": results, "best_of_n": bon,
-            "chat": {"policy": "ppo", **chat.get("ppo", {}), "by_policy": chat,
-                     "follow_ups": sum(len(world.follow_ups(p)[1]) for p in prompts)},
-            "examples": [{"prompt": p.text, **{name: samples[name].texts[i] for name in policies}}
-                         for i, p in enumerate(prompts[:12])]}
-
-
-def beta_sweep(sft: GPT, rm: RewardModel, tokenizer, world: World, cfg: PipelineConfig, seed: int) -> list[dict]:
-    """The reward–KL frontier: short PPO runs at several β, each judged by the RM (proxy) and the gold labeler."""
-    prompts = world.prompts("test")
-    points = []
-    for beta in cfg.sweep_betas:
-        ppo_cfg = replace(cfg.ppo, init_kl_coef=beta, adaptive_kl=False, iterations=cfg.sweep_iterations, seed=seed)
-        policy = stage_ppo(Path("."), "", sft, rm, tokenizer, world, ppo_cfg, None, progress=False)["policy"]
-        s = ev.sample_answers(policy, tokenizer, world, prompts, cfg.eval_temperature, cfg.max_new_tokens, seed)
-        points.append({"beta": beta, "kl": ev.kl_to_reference(policy, sft, s, cfg.eval_temperature),
-                       "rm_reward": float(score_responses(rm, tokenizer, prompts, s.texts, s.ended).mean()),
-                       "gold": ev.summarize(s)["gold"]})
-    return points
+def _done(path: Path) -> bool:
+    return (path / "config.json").exists() if path.suffix == "" else path.exists()
 
 
 def _peak_rss_mb() -> float:
@@ -303,108 +244,325 @@ def _peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024   # macOS: bytes; Linux: KiB
 
 
-def _done(path: Path) -> bool:
-    return (path / "config.json").exists() if path.suffix == "" else path.exists()
+class Run:
+    """One seed's run folder: its config, the world, the seed, and the checkpoints its stages wrote (loaded once)."""
 
+    def __init__(self, folder: Path, cfg: PipelineConfig, seed: int = 0, pretrained: Path | None = None,
+                 progress: bool = True):
+        self.folder, self.cfg, self.seed, self.progress = Path(folder), cfg, seed, progress
+        self.world = World(WorldConfig())   # the course's world: seeds vary the training, not the world
+        self.device = pick_device()
+        self.given = {"pretrained": Path(pretrained)} if pretrained is not None else {}
+        self.metrics: dict = {}
+        self._models: dict = {}
+        self._tokenizer = None
+        self._streams = None
 
-def run_pipeline(run: Path, preset: str = "course", seed: int = 0, resume: bool = False,
-                 pretrained: str | Path | None = None, progress: bool = True) -> dict:
-    """Run every stage into the folder `run`; returns the metrics also written to run/metrics.json."""
-    cfg = pipeline_config(preset)
-    run = Path(run)
-    run.mkdir(parents=True, exist_ok=True)
-    world = World(WorldConfig())
-    device = pick_device()
-    cfg.ppo = replace(cfg.ppo, seed=seed, max_new_tokens=cfg.max_new_tokens)
-    metrics = json.loads((run / "metrics.json").read_text()) if resume and (run / "metrics.json").exists() else {}
-    metrics.update({"preset": preset, "seed": seed, "device": str(device)})
-    timing = metrics.setdefault("wall_seconds", {})
-    rss = metrics.setdefault("peak_rss_mb", {})
+    def path(self, stage: str) -> Path:
+        """Where a stage's output lives: STAGES says, unless it was given (--pretrained)."""
+        return self.given.get(stage, self.folder / OUTPUTS[stage])
 
-    def stage(name: str, output: Path, fn) -> None:
-        if resume and _done(output):
+    def seed_for(self, stage: str) -> int:
+        """The seed of one stage, derived here and only here: a resumed stage draws what it drew the first time."""
+        return 1000 * self.seed + list(OUTPUTS).index(stage)
+
+    def model(self, stage: str):
+        """A stage's checkpoint (GPT or RewardModel), loaded once, in eval mode; train copies of it, not it."""
+        if stage not in self._models:
+            model, tokenizer, _ = load_checkpoint(self.path(stage), tokenizer=self._tokenizer, device=self.device)
+            self._tokenizer = self._tokenizer or tokenizer
+            self._models[stage] = model.eval()
+        return self._models[stage]
+
+    @property
+    def tokenizer(self):
+        """The pre-trained checkpoint's tokenizer (every later checkpoint shares it)."""
+        if self._tokenizer is None:
+            self.model("pretrained")
+        return self._tokenizer
+
+    @property
+    def streams(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(train, validation) pre-training token streams: PPO-ptx's data and the alignment tax's yardstick."""
+        if self._streams is None:
+            self._streams = pretrain_stream(self.world, self.tokenizer, self.cfg.val_documents)
+        return self._streams
+
+    def stage(self, name: str, fn, resume: bool) -> None:
+        """Run one stage, time it, record its metrics; skip it when resuming and it finished (or was given)."""
+        output = self.path(name)
+        if name in self.given:
+            if not _done(output):
+                raise FileNotFoundError(f"no {name} checkpoint in {output} (expected {output}/config.json)")
+            self.metrics[name] = read_metadata(output).get("metrics", {})
+            print(f"[{name}] using {output}")
+            return
+        if resume and name in self.metrics and _done(output):
             print(f"[{name}] {output} exists: skipped (--resume)")
             return
+        torch.manual_seed(self.seed_for(name))
         start = time.perf_counter()
-        result = fn()
-        if isinstance(result, dict):
-            metrics[name] = result
-        timing[name] = time.perf_counter() - start
-        rss[name] = _peak_rss_mb()
-        write_json_atomic(run / "metrics.json", metrics)   # a crash later keeps what finished
+        self.metrics[name] = fn(self)
+        self.metrics.setdefault("wall_seconds", {})[name] = time.perf_counter() - start
+        self.metrics.setdefault("peak_rss_mb", {})[name] = _peak_rss_mb()
+        write_json_atomic(self.folder / "metrics.json", self.metrics)   # a crash later keeps what finished
 
-    # 0. pre-training (or a given pre-trained checkpoint)
-    if pretrained is not None:
-        pre_dir = Path(pretrained)
-        if not (pre_dir / "config.json").exists():
-            raise FileNotFoundError(f"no pre-trained checkpoint in {pre_dir} (expected {pre_dir}/config.json)")
-    else:
-        pre_dir = run / "pretrained"
-        stage("pretrained", pre_dir, lambda: read_stage_metrics(
-            stage_pretrain(pre_dir, preset, seed, world=world, progress=progress, cfg=cfg)))
-    if "pretrained" not in metrics:   # made earlier (--resume, --pretrained): its metrics live in its metadata
-        metrics["pretrained"] = read_stage_metrics(pre_dir)
-        timing.setdefault("pretrained", metrics["pretrained"].get("seconds"))
-    base, tokenizer, _ = load_checkpoint(pre_dir, device=device)
-    train_ids, val_ids = pretrain_stream(world, tokenizer, cfg.val_documents)
 
-    # 1. SFT on demonstrations
-    stage("sft", run / "sft", lambda: stage_sft(run, base, tokenizer, world, cfg, seed, progress))
-    sft, _, _ = load_checkpoint(run / "sft", tokenizer=tokenizer, device=device)
+# ------------------------------------------------------------------------------------------------------------
+# The stages: stage_<name>(run) -> metrics, in the order they run
 
-    # comparison data from several policies, ranked by the noisy labelers
-    stage("comparisons", run / "comparisons_val.jsonl",
-          lambda: stage_comparisons(run, {"pretrained": base, "sft": sft}, tokenizer, world, cfg, seed))
 
-    # 2. reward model
-    stage("rm", run / "rm", lambda: stage_reward(run, sft, tokenizer, world, cfg, seed, progress))
-    rm, _, _ = load_checkpoint(run / "rm", tokenizer=tokenizer, device=device)
+def stage_pretrain(run: Run) -> dict:
+    """Train the tokenizer and pre-train a GPT on the world's corpus (the L1 objective)."""
+    return pretrain_model(run.path("pretrained"), run.cfg, run.seed_for("pretrained"), run.world,
+                          progress=run.progress)
 
-    # 3. PPO, then PPO-ptx
-    stage("ppo", run / "ppo", lambda: ppo_summary(
-        stage_ppo(run, "ppo", sft, rm, tokenizer, world, replace(cfg.ppo, ptx_coef=0.0), None, progress)))
-    stage("ppo_ptx", run / "ppo_ptx", lambda: ppo_summary(
-        stage_ppo(run, "ppo_ptx", sft, rm, tokenizer, world, replace(cfg.ppo, ptx_coef=cfg.ptx_coef), train_ids,
-                  progress)))
-    ppo, _, _ = load_checkpoint(run / "ppo", tokenizer=tokenizer, device=device)
-    ppo_ptx, _, _ = load_checkpoint(run / "ppo_ptx", tokenizer=tokenizer, device=device)
 
-    # evaluation on held-out prompts, and the β sweep
-    policies = {"pretrained": base, "sft": sft, "ppo": ppo, "ppo_ptx": ppo_ptx}
-    stage("evaluation", run / "evaluation.json", lambda: _save_json(
-        run / "evaluation.json", evaluate_all(policies, sft, rm, tokenizer, world, val_ids, cfg, seed)))
-    stage("beta_sweep", run / "beta_sweep.json", lambda: _save_json(
-        run / "beta_sweep.json", {"points": beta_sweep(sft, rm, tokenizer, world, cfg, seed)}))
-    evaluation = json.loads((run / "evaluation.json").read_text())
-    metrics["summary"] = summary_table(metrics, evaluation)
-    metrics["chat"] = {k: v for k, v in evaluation["chat"].items() if k != "by_policy"}   # uses its history?
-    write_json_atomic(run / "metrics.json", metrics)
-    from minirlhf.report import write_report
+def stage_sft(run: Run) -> dict:
+    """Step 1: fine-tune on the demonstrations; select the epoch by mean gold score on validation prompts.
 
-    write_report(run, metrics)
+    The paper selects by RM score on a validation set (an RM from an earlier round of data collection). Our first
+    round has no RM yet, so the labelers themselves (the gold labeler) score validation samples; validation loss
+    is recorded beside it to show the paper's observation that it overfits while the score keeps improving.
+    """
+    cfg, world, tokenizer, seed = run.cfg, run.world, run.tokenizer, run.seed_for("sft")
+    model = copy.deepcopy(run.model("pretrained"))
+    demos = [(d.prompt, d.response) for d in world.demonstrations()]   # Prompts: multi-turn ones keep their history
+    val_prompts = world.prompts("val")
+    val_demos = [(p, world.ideal_response(p)) for p in val_prompts]
+
+    def gold_on_val(m: GPT) -> float:
+        samples = ev.sample_answers(m, tokenizer, world, val_prompts, cfg.eval_temperature, cfg.max_new_tokens, seed)
+        return ev.summarize(samples)["gold"]
+
+    sft_cfg = replace(cfg.sft, seed=seed)
+    model, history = train_sft(model, (demos, val_demos), sft_cfg, tokenizer=tokenizer, eval_fn=gold_on_val,
+                               progress=run.progress)
+    best = history["selected"].index(True)
+    metrics = {"best_epoch": history["epoch"][best], "val_loss": history["val_loss"][best],
+               "val_gold": history["score"][best], "demonstrations": len(demos)}
+    save_checkpoint(run.path("sft"), model, tokenizer, stage="sft",
+                    metadata={"seed": seed, "config": asdict(sft_cfg), "metrics": metrics, "history": history})
     return metrics
 
 
-def read_stage_metrics(checkpoint: Path) -> dict:
-    from minirlhf.checkpoint import read_metadata
+def collect_comparisons(run: Run, name: str, policies: tuple, passes: int, with_val: bool = False) -> dict:
+    """Sample K answers per train prompt (`passes` times each) from the round's policies at several temperatures,
+    rank them with the noisy labeler, and save them; round 1 also makes the validation comparisons."""
+    cfg, seed = run.cfg.comparisons, run.seed_for(name)
+    models = {p: run.model(p) for p in policies}
 
-    return read_metadata(checkpoint).get("metrics", {})
+    def sample(prompts: list, seed: int) -> list:
+        return sample_comparisons(prompts, models, run.tokenizer, run.world, k=cfg.k, temperatures=cfg.temperatures,
+                                  seed=seed, max_new_tokens=run.cfg.max_new_tokens)
+
+    metrics = {}
+    if with_val:   # written first: the round's own file marks the stage done
+        val = sample(run.world.prompts("val"), seed + 500)
+        save_comparisons(run.folder / "comparisons_val.jsonl", val)
+        metrics["val_comparisons"] = len(val)
+    train = sample(run.world.prompts("train") * passes, seed)
+    save_comparisons(run.path(name), train)
+    return {**metrics, "comparisons": len(train), "policies": list(policies),
+            "fact_contrast": fact_contrast_share(train, run.world)}
 
 
-def ppo_summary(result: dict) -> dict:
-    h = result["history"]
-    return {key: h[key][-1] for key in ("rm_reward", "gold", "kl", "kl_k3", "beta", "response_length") if key in h} | {
-        "iterations": len(h.get("rm_reward", [])), "start_gold": h.get("gold", [None])[0],
-        "start_rm_reward": h.get("rm_reward", [None])[0]}
+def stage_comparisons_round1(run: Run) -> dict:
+    c = run.cfg.comparisons
+    return collect_comparisons(run, "comparisons_round1", c.round1_policies, c.round1_passes, with_val=True)
 
 
-def _save_json(path: Path, data: dict) -> dict:
-    write_json_atomic(path, data)
-    return {k: v for k, v in data.items() if k != "examples"}
+def train_rm(run: Run, name: str, rounds: tuple) -> dict:
+    """Step 2: the SFT model, unembedding removed, plus a scalar head, trained on all C(K,2) pairs per prompt."""
+    seed, tokenizer = run.seed_for(name), run.tokenizer
+    train = [c for r in rounds for c in load_comparisons(run.path(r))]
+    val = load_comparisons(run.folder / "comparisons_val.jsonl")
+    rm = RewardModel.from_gpt(run.model("sft"))
+    rm, history = train_reward_model(rm, (train, val), replace(run.cfg.reward, seed=seed), tokenizer=tokenizer,
+                                     progress=run.progress)
+    normalize_reward(rm, run.world.demonstrations(), tokenizer)   # the demonstrations' mean reward is 0
+    accuracy = pairwise_accuracy(rm, val, tokenizer)
+    probes = probe_accuracy(rm, tokenizer, probe_pairs(run.world, run.world.prompts("test")))
+    metrics = {"val_accuracy": accuracy["accuracy"], "val_gold_accuracy": accuracy["gold_accuracy"],
+               "ceiling": ceiling_of(val), "probes": probes, "train_comparisons": len(train), "rounds": list(rounds)}
+    save_checkpoint(run.path(name), rm, tokenizer, stage=name, metadata={"seed": seed, "metrics": metrics,
+                                                                          "history": history})
+    return metrics
 
 
-def summary_table(metrics: dict, evaluation: dict) -> dict:
-    """Per policy: gold score, criteria, win rate vs SFT, KL to SFT, pre-training loss (the report card's rows)."""
-    return {name: {k: row[k] for k in ("gold", *ev.CRITERIA, "win_rate_vs_sft", "kl_to_sft", "rm_reward",
-                                       "pretrain_val_loss", "ended", "length")}
-            for name, row in evaluation["policies"].items()}
+def stage_rm_round1(run: Run) -> dict:
+    return train_rm(run, "rm_round1", ("comparisons_round1",))
+
+
+def train_policy(run: Run, name: str, reward_model: str, ppo_cfg: PPOConfig) -> tuple[GPT, dict]:
+    """Step 3: PPO from SFT against a reward model, with a per-token KL penalty to SFT (+ ptx when γ_ptx > 0).
+    Logs the gold score of every rollout (never trained on). Returns (policy, history); saves nothing."""
+    sft, rm = run.model("sft"), run.model(reward_model)
+    policy = copy.deepcopy(sft).requires_grad_(True)        # sft may be frozen: an earlier run's reference
+    value_model = copy.deepcopy(rm).requires_grad_(True)    # V starts as the reward model
+    prompts = run.world.prompts("train")
+    return train_ppo(policy, [encode_chat_prompt(run.tokenizer, p) for p in prompts],
+                     replace(ppo_cfg, seed=run.seed_for(name)), reference=sft, reward_model=rm,
+                     value_model=value_model, tokenizer=run.tokenizer,
+                     pretrain_ids=run.streams[0] if ppo_cfg.ptx_coef > 0 else None,
+                     eval_fn=ev.rollout_gold(run.world, prompts, run.tokenizer), progress=run.progress)
+
+
+def ppo_stage(run: Run, name: str, reward_model: str, ppo_cfg: PPOConfig) -> dict:
+    """train_policy, then save the policy with its history; metrics: the first and last iteration's statistics."""
+    policy, history = train_policy(run, name, reward_model, ppo_cfg)
+    metrics = {"reward_model": reward_model, "iterations": ppo_cfg.iterations, "ptx_coef": ppo_cfg.ptx_coef,
+               **{f"{key}_start": history[key][0] for key in ("rm_reward", "gold")},
+               **{key: history[key][-1] for key in ("rm_reward", "gold", "kl", "kl_k3", "beta", "response_length")}}
+    save_checkpoint(run.path(name), policy, run.tokenizer, stage=name,
+                    metadata={"seed": run.seed_for(name), "config": asdict(replace(ppo_cfg, seed=run.seed_for(name))),
+                              "metrics": metrics, "history": history})
+    return metrics
+
+
+def stage_ppo_round1(run: Run) -> dict:
+    return ppo_stage(run, "ppo_round1", "rm_round1", replace(run.cfg.ppo, iterations=run.cfg.round1_ppo_iterations))
+
+
+def stage_comparisons_round2(run: Run) -> dict:
+    c = run.cfg.comparisons
+    return collect_comparisons(run, "comparisons_round2", c.round2_policies, c.round2_passes)
+
+
+def stage_rm(run: Run) -> dict:
+    return train_rm(run, "rm", ("comparisons_round1", "comparisons_round2"))
+
+
+def stage_ppo(run: Run) -> dict:
+    return ppo_stage(run, "ppo", "rm", run.cfg.ppo)
+
+
+def stage_ppo_ptx(run: Run) -> dict:
+    return ppo_stage(run, "ppo_ptx", "rm", replace(run.cfg.ppo, ptx_coef=run.cfg.ptx_coef))
+
+
+def stage_evaluation(run: Run) -> dict:
+    """Every policy on the held-out test prompts: gold, win rate vs SFT, KL, RM reward, tax, follow-ups."""
+    policies = {name: run.model(name) for name in ("pretrained", "sft", "ppo", "ppo_ptx")}
+    evaluation = ev.evaluate_policies(policies, run.model("rm"), run.tokenizer, run.world, run.streams[1],
+                                      run.cfg.eval_temperature, run.cfg.max_new_tokens, run.seed_for("evaluation"))
+    write_json_atomic(run.path("evaluation"), evaluation)
+    return {key: value for key, value in evaluation.items() if key != "examples"}
+
+
+def stage_overoptimisation(run: Run) -> dict:
+    """Gold against √KL as the policy is pushed towards RM-1's and the main RM's favourites (Gao et al. 2022).
+
+    Best-of-n: N answers per val prompt sampled ONCE from SFT, scored by both RMs and the gold labeler; every
+    n ≤ N by averaging over subsets. RL: PPO at β = 0 from SFT against RM-1 (and the main RM if configured), its
+    rollouts' gold, RM reward and KL logged every iteration. Plus the main PPO's point from the evaluation.
+    """
+    cfg, world, tokenizer, seed = run.cfg, run.world, run.tokenizer, run.seed_for("overoptimisation")
+    o, T, L = cfg.overoptimisation, cfg.eval_temperature, cfg.max_new_tokens
+    prompts = world.prompts("val")[:o.prompts]
+    samples = [ev.sample_answers(run.model("sft"), tokenizer, world, prompts, T, L, seed + j) for j in range(o.samples)]
+    gold = [s.gold_totals for s in samples]                                                          # (N, B)
+    ns = [2 ** i for i in range(o.samples.bit_length()) if 2 ** i <= o.samples]
+    rms = ("rm_round1", "rm")
+    best_of_n = {rm: best_of_n_curve([score_responses(run.model(rm), tokenizer, prompts, s.texts, s.ended).tolist()
+                                      for s in samples], gold, ns) for rm in rms}
+    sft_gold = best_of_n["rm"][0]["gold"]                    # n = 1: the SFT policy itself on these prompts
+    train_prompts = world.prompts("train")                   # RL's rollouts answer these: its own baseline
+    sft_train_gold = ev.summarize(ev.sample_answers(run.model("sft"), tokenizer, world, train_prompts, T, L, seed))["gold"]
+    rl = {}
+    for rm in o.reward_models:   # β = 0 from SFT: nothing holds the policy near SFT but the learning rate
+        _, history = train_policy(run, "overoptimisation", rm,
+                                  replace(cfg.ppo, init_kl_coef=0.0, adaptive_kl=False, iterations=o.rl_iterations))
+        rl[rm] = {key: history[key] for key in ("kl", "gold", "rm_reward")}
+    ppo = run.metrics["evaluation"]["policies"]
+    result = {"seed": seed, "prompts": len(prompts), "samples": o.samples, "sft_gold": sft_gold,
+              "sft_train_gold": sft_train_gold, "best_of_n": best_of_n, "rl": rl,
+              "ppo": {"reward_model": "rm", "beta": cfg.ppo.init_kl_coef, "kl": ppo["ppo"]["kl_to_sft"],
+                      "gain": ppo["ppo"]["gold"] - ppo["sft"]["gold"]},
+              "fits": gao_fits(best_of_n, sft_gold, rl, sft_train_gold),
+              "points": beta_points(run, rl.get("rm_round1"))}
+    write_json_atomic(run.path("overoptimisation"), result)
+    return {key: value for key, value in result.items() if key not in ("rl", "points")}
+
+
+def gao_fits(best_of_n: dict, sft_gold: float, rl: dict, sft_train_gold: float) -> dict:
+    """Gao et al.'s (α, β) per reward model: best-of-n gold(d) = d(α − βd), RL gold(d) = d(α − β log d), d = √KL,
+    gold relative to the SFT policy's on the same prompts (val prompts for best-of-n, train prompts for RL)."""
+    fits = {"best_of_n": {}, "rl": {}}
+    for rm, curve in best_of_n.items():
+        alpha, beta = fit_best_of_n([c["kl"] ** 0.5 for c in curve], [c["gold"] - sft_gold for c in curve])
+        fits["best_of_n"][rm] = {"alpha": alpha, "beta": beta}
+    for rm, h in rl.items():   # k1 estimates of KL can dip below 0 near SFT: d = √max(KL, 0)
+        alpha, beta = fit_rl([max(kl, 0.0) ** 0.5 for kl in h["kl"]], [g - sft_train_gold for g in h["gold"]])
+        fits["rl"][rm] = {"alpha": alpha, "beta": beta}
+    return fits
+
+
+def beta_points(run: Run, beta0: dict | None, window: int = 5) -> list[dict]:
+    """Two points of the reward–KL frontier against RM-1 after the same number of iterations: PPO-1 (β of cfg.ppo)
+    and the β = 0 run; each the mean of the rollouts' statistics over the last `window` iterations."""
+    if beta0 is None:
+        return []
+    ppo1 = read_metadata(run.path("ppo_round1"))["history"]
+    n = len(ppo1["kl"])
+
+    def point(beta: float, h: dict) -> dict:
+        last = slice(max(0, n - window), n)
+        return {"beta": beta, "iterations": n, "reward_model": "rm_round1",
+                **{key: sum(h[key][last]) / len(h[key][last]) for key in ("kl", "rm_reward", "gold")}}
+    return [point(run.cfg.ppo.init_kl_coef, ppo1), point(0.0, beta0)]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The road
+
+
+STAGES = (   # (name, output in the run folder, stage function), in the order they run
+    ("pretrained", "pretrained", stage_pretrain),
+    ("sft", "sft", stage_sft),
+    ("comparisons_round1", "comparisons_round1.jsonl", stage_comparisons_round1),
+    ("rm_round1", "rm_round1", stage_rm_round1),
+    ("ppo_round1", "ppo_round1", stage_ppo_round1),
+    ("comparisons_round2", "comparisons_round2.jsonl", stage_comparisons_round2),
+    ("rm", "rm", stage_rm),
+    ("ppo", "ppo", stage_ppo),
+    ("ppo_ptx", "ppo_ptx", stage_ppo_ptx),
+    ("evaluation", "evaluation.json", stage_evaluation),
+    ("overoptimisation", "overoptimisation.json", stage_overoptimisation),
+)
+OUTPUTS = {name: output for name, output, _ in STAGES}
+
+
+def run_pipeline(folder: str | Path, preset: str | PipelineConfig = "course", seed: int = 0, resume: bool = False,
+                 pretrained: str | Path | None = None, progress: bool = True) -> dict:
+    """Run every stage into `folder`; returns the metrics also written to folder/metrics.json (and report.md)."""
+    from minirlhf.report import claim_values, write_report
+
+    cfg = preset if isinstance(preset, PipelineConfig) else pipeline_config(preset)
+    run = Run(Path(folder), cfg, seed, pretrained, progress)
+    run.folder.mkdir(parents=True, exist_ok=True)
+    metrics_file = run.folder / "metrics.json"
+    if resume and metrics_file.exists():
+        run.metrics = json.loads(metrics_file.read_text())
+    run.metrics.update({"preset": cfg.name, "seed": seed, "device": str(run.device)})
+    for name, _, stage in STAGES:
+        run.stage(name, stage, resume)
+    run.metrics["claims"] = claim_values(run.metrics)
+    write_json_atomic(metrics_file, run.metrics)
+    write_report(run.folder, run.metrics)
+    return run.metrics
+
+
+def run_seeds(folder: str | Path, preset: str | PipelineConfig = "course", seeds: tuple = (0, 1, 2),
+              resume: bool = False, pretrained: str | Path | None = None, progress: bool = True) -> dict:
+    """run_pipeline for each seed into folder/seed-S, then the claims' mean and spread over the seeds in
+    folder/metrics.json and folder/report.md."""
+    from minirlhf.report import aggregate, write_seeds_report
+
+    folder = Path(folder)
+    per_seed = {seed: run_pipeline(folder / f"seed-{seed}", preset, seed, resume, pretrained, progress)
+                for seed in seeds}
+    metrics = aggregate(per_seed)
+    write_json_atomic(folder / "metrics.json", metrics)
+    write_seeds_report(folder, metrics)
+    return metrics

@@ -6,9 +6,10 @@ U is the token stream of the corpus ("the internet" of the toy world) and k the 
 We *maximise* L1, i.e. minimise the mean next-token cross-entropy −L1/N. Everything here is plain PyTorch:
 a token stream, windows from it (short ones first: a sequence-length curriculum), AdamW with warm-up and cosine
 decay, gradient clipping, and a history dict of lists that the plotting helpers draw. A probe (the loss on values
-that a lookup episode re-queries) shows the moment the model learns to look things up in its context. `train_pretrain` has the shape of every stage's trainer:
+that a lookup episode re-queries) shows the moment the model learns to look things up in its context.
+`train_pretrain` has the shape of every stage's trainer:
 
-    train_<stage>(model, data, cfg, *, progress=True, callback=None) -> (model, history)
+    train_<stage>(model, data, cfg, *, tokenizer, progress=True, callback=None) -> (model, history)
 """
 
 from __future__ import annotations
@@ -158,16 +159,54 @@ def probe_batch(tokenizer, rows: list[list[tuple[str, bool]]], block_size: int) 
     return x, y
 
 
+def document_rows(tokenizer, texts: list[str], block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Documents packed whole into rows (x (N, T), y (N, T)), each row starting with EOS; y = -100 on the padding.
+
+    Every document is read from its start (a document longer than a row goes on in the next one), so the loss on
+    these rows is the loss per token that the entropy floor bounds: each document's tokens and its EOS, once.
+    """
+    eos, rows, row = tokenizer.eos_token_id, [], [tokenizer.eos_token_id]
+    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+        doc = ids + [eos]
+        if len(row) + len(doc) > block_size + 1 and len(row) > 1:
+            rows.append(row)
+            row = [eos]
+        row += doc
+        while len(row) > block_size + 1:     # a long document continues in the next row
+            rows.append(row[:block_size + 1])
+            row = row[block_size:]
+    rows.append(row)
+    T = max(len(r) for r in rows) - 1
+    x = torch.tensor([r[:-1] + [tokenizer.pad_token_id] * (T + 1 - len(r)) for r in rows])   # (N, T)
+    y = torch.tensor([r[1:] + [-100] * (T + 1 - len(r)) for r in rows])                      # (N, T)
+    return x, y
+
+
 @torch.no_grad()
-def probe_loss(model: GPT, probe: tuple[torch.Tensor, torch.Tensor]) -> float:
-    """Mean NLL (nats/token) on the probe's scored tokens (right padding: causal attention never sees it)."""
+def rows_loss(model: GPT, rows: tuple[torch.Tensor, torch.Tensor], batch_size: int = 32,
+              max_batches: int | None = None) -> float:
+    """Mean NLL (nats/token) on the targets of (x, y) rows that are not -100 (right padding: causal attention
+    never sees it). Used for the probe and for document-aligned validation."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    x, y = probe
-    logits, _ = model(x.to(device))
+    x, y = rows
+    total, count = 0.0, 0
+    starts = list(range(0, len(x), batch_size))[:max_batches]
+    for i in starts:
+        logits, _ = model(x[i:i + batch_size].to(device))                     # (B, T, V)
+        yb = y[i:i + batch_size].to(device)
+        n = int((yb != -100).sum())
+        if n:
+            total += causal_lm_loss(logits, yb).item() * n
+            count += n
     model.train(was_training)
-    return causal_lm_loss(logits, y.to(device)).item()
+    return total / max(count, 1)
+
+
+def probe_loss(model: GPT, probe: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """Mean NLL (nats/token) on the probe's scored tokens."""
+    return rows_loss(model, probe, batch_size=len(probe[0]))
 
 
 def cosine_lr(step: int, steps: int, lr: float, min_lr: float = 0.0, warmup_steps: int = 0) -> float:
@@ -216,13 +255,14 @@ def evaluate_loss(model: GPT, stream: torch.Tensor, batch_size: int = 32, max_ba
     return total / count
 
 
-def train_pretrain(model: GPT, data: tuple, cfg: PretrainConfig, *,
+def train_pretrain(model: GPT, data: tuple, cfg: PretrainConfig, *, tokenizer=None,
                    progress: bool = True, callback=None) -> tuple[GPT, dict]:
     """Maximise L1 on the training stream, on the model's device. Returns (model, history), trained in place.
 
     data: (train, val) or (train, val, probe). train: one 1-D token stream, or a list with one stream per curriculum
-    stage (a fresh stream per phase of the corpus); val: a 1-D stream (see token_stream, split_stream); probe: (x, y)
-    from probe_batch, whose loss is logged every cfg.probe_every steps.
+    stage (a fresh stream per phase of the corpus); val: a 1-D stream (see token_stream, split_stream) or (x, y)
+    rows of whole documents (document_rows); probe: (x, y) from probe_batch, logged every cfg.probe_every steps.
+    tokenizer: unused (data is token ids already); there so that every stage's trainer is called alike.
     callback(step, stats) after every step; stats has train_loss and lr, and val_loss at validation steps.
     history: step, train_loss, lr, context (per step); eval_step, val_loss, tokens_per_s, seconds (per validation);
     probe_step, probe_loss (per probe estimate).
@@ -269,7 +309,9 @@ def train_pretrain(model: GPT, data: tuple, cfg: PretrainConfig, *,
             history["probe_step"].append(step)
             history["probe_loss"].append(stats["probe_loss"])
         if step % cfg.eval_every == 0 or last:
-            stats["val_loss"] = evaluate_loss(model, val_ids, eval_batch, cfg.eval_batches)
+            stats["val_loss"] = (evaluate_loss(model, val_ids, eval_batch, cfg.eval_batches)
+                                 if isinstance(val_ids, torch.Tensor) else
+                                 rows_loss(model, val_ids, eval_batch, cfg.eval_batches))
             model.train()
             history["eval_step"].append(step)
             history["val_loss"].append(stats["val_loss"])

@@ -1,6 +1,6 @@
 import pytest
 
-from minirlhf.__main__ import build_parser, main
+from minirlhf.__main__ import build_parser, main, parse_seeds
 
 COMMANDS = ("data", "pretrain", "sample", "pipeline", "ship")
 
@@ -22,14 +22,39 @@ def test_every_subcommand_has_help_on_every_flag(command, capsys):
 def test_wrong_preset_is_a_friendly_error(capsys):
     assert main(["pretrain", "--preset", "huge", "--out", "/tmp/never"]) == 2
     err = capsys.readouterr().err
-    assert "unknown preset 'huge'" in err and "course" in err and "Traceback" not in err
+    assert "unknown pipeline preset 'huge'" in err and "course" in err and "Traceback" not in err
+    assert main(["pipeline", "--preset", "tiny", "--out", "/tmp/never"]) == 2   # tiny is a model size, not a pipeline
+    assert "unknown pipeline preset 'tiny'" in capsys.readouterr().err
 
 
 def test_missing_checkpoint_folder_is_a_friendly_error(tmp_path, capsys):
     assert main(["sample", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["pipeline", "--pretrained", str(tmp_path / "nope"), "--out", str(tmp_path / "run")]) == 2
-    assert "no pre-trained checkpoint" in capsys.readouterr().err
+    assert "no pretrained checkpoint" in capsys.readouterr().err
+
+
+def test_seeds_are_parsed():
+    assert parse_seeds("0,1,2") == [0, 1, 2]
+    assert parse_seeds(" 3, 7 ") == [3, 7]
+    assert parse_seeds("5") == [5]
+
+
+@pytest.mark.parametrize("text, message", [("", "non-negative integers"), ("0,,1", "non-negative integers"),
+                                           ("a,b", "non-negative integers"), ("-1,2", "non-negative integers"),
+                                           ("1.5", "non-negative integers"), ("0,1,0", "repeats a seed")])
+def test_bad_seeds_are_friendly_errors(text, message, tmp_path, capsys):
+    with pytest.raises(ValueError, match=message):
+        parse_seeds(text)
+    assert main(["pipeline", "--preset", "smoke", f"--seeds={text}", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()                     # nothing ran
+
+
+def test_seed_and_seeds_together_are_refused(tmp_path, capsys):
+    assert main(["pipeline", "--preset", "smoke", "--seed", "1", "--seeds", "0,1", "--out", str(tmp_path)]) == 2
+    assert "either --seed" in capsys.readouterr().err
 
 
 def test_ship_refuses_an_unfinished_run(tmp_path, capsys):

@@ -103,6 +103,14 @@ def test_probe_loss_marks_the_curriculum():
     assert any("context 64" in t.get_text() for t in ax.texts)
 
 
+def test_induction_scores_two_layer_by_head_maps():
+    scores = {"previous_token": [[0.6, 0.1], [0.1, 0.1]], "induction": [[0.0, 0.0], [0.3, 0.02]]}
+    fig = _check(plots.plot_induction_scores(scores), 4)   # two maps and their colour bars
+    maps = [ax for ax in fig.axes if ax.get_images()]
+    np.testing.assert_allclose(maps[1].get_images()[0].get_array(), scores["induction"])
+    assert [ax.get_ylabel() for ax in maps] == ["layer", "layer"]
+
+
 def test_sft_history_has_two_y_axes_and_marks_best_epoch():
     fig = _check(plots.plot_sft_history(SFT), 2)
     left = fig.axes[0]
@@ -229,6 +237,7 @@ def test_save_figure_writes_a_png_atomically(tmp_path):
     (lambda: plots.plot_pretrain_loss({**PRETRAIN, "val_loss": [4.1]}), "eval_step has 2, val_loss has 1"),
     (lambda: plots.plot_icl_curve({"sft": {"shots": [0, 1], "accuracy": [0.1]}}), "shots has 2, accuracy has 1"),
     (lambda: plots.plot_icl_curve({"sft": {"shots": [0, 1], "accuracy": [0.1, 0.2]}}, ideal=[1.0]), "ideal has 1"),
+    (lambda: plots.plot_induction_scores({"previous_token": [[0.5]], "induction": [[0.1, 0.2]]}), "same (layers, heads)"),
     (lambda: plots.plot_sft_history({**SFT, "score": [0.1]}), "score has 1"),
     (lambda: plots.plot_reward_history({**REWARD, "accuracy": [0.5]}), "step has 40, accuracy has 1"),
     (lambda: plots.plot_reward_history({**REWARD, "val_gold_accuracy": [0.5]}), "val_gold_accuracy has 1"),

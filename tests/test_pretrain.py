@@ -10,9 +10,11 @@ from minirlhf.pretrain import (
     causal_lm_loss,
     cosine_lr,
     curriculum_stage,
+    document_rows,
     get_batch,
     probe_batch,
     probe_loss,
+    rows_loss,
     split_stream,
     stage_tokens,
     token_stream,
@@ -149,3 +151,18 @@ def test_probe_batch_scores_only_the_marked_pieces(tiny_tokenizer, tiny_model):
     assert 0 < probe_loss(tiny_model, (x, y)) < 20
     with pytest.raises(ValueError, match="fits"):
         probe_batch(tiny_tokenizer, rows, 3)
+
+
+def test_document_rows_read_every_document_from_its_start(tiny_tokenizer, tiny_model):
+    texts = ["bobo likes red .", "kiki eats plums .", "mila lives in a cave . " * 6, "red and blue ."]
+    x, y = document_rows(tiny_tokenizer, texts, 24)
+    eos = tiny_tokenizer.eos_token_id
+    n_targets = sum(len(tiny_tokenizer.encode(t, add_special_tokens=False)) + 1 for t in texts)
+    assert x.shape[1] <= 24 and int((y != -100).sum()) == n_targets      # each token and each EOS once
+    short_x, _ = document_rows(tiny_tokenizer, texts[:2] + texts[3:], 24)
+    assert all(row[0] == eos for row in short_x.tolist())                 # a row starts after an EOS ...
+    assert sum(row[0] != eos for row in x.tolist()) >= 1                  # ... unless a long document goes on
+    inside = y[:, 1:] != -100                                              # both t and t+1 are real tokens
+    assert torch.equal(x[:, 1:][inside], y[:, :-1][inside])              # y is x shifted by one
+    loss = rows_loss(tiny_model, (x, y), batch_size=2)
+    assert loss == pytest.approx(rows_loss(tiny_model, (x, y), batch_size=len(x)), rel=1e-5)

@@ -21,7 +21,9 @@ def test_readme_results_are_the_rendered_metrics():
 
 def test_the_table_reads_each_policy_from_metrics():
     """An independent look at the table: every cell is its metrics.json value at the printed precision."""
-    rows = [line for line in report.readme_section(README.read_text()).splitlines() if line.startswith("| ")][1:]
+    lines = report.readme_section(README.read_text()).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| policy |"))
+    rows = [line for line in lines[start + 2:] if line.startswith("| ")]
     policies = METRICS["evaluation"]["policies"]
     assert len(rows) == len(policies)
     for line, (name, r) in zip(rows, policies.items()):
@@ -39,6 +41,16 @@ def test_the_pretraining_figures_match_metrics():
     assert f"validation loss {pre['val_loss']:.3f} nats/token" in section
     assert f"entropy floor of {pre['entropy_floor']:.3f}" in section
     assert "/".join(f"{a:.2f}" for a in pre["icl"]["accuracy"]) in section
+
+
+def test_the_claims_table_reads_the_seeds_aggregate_when_there_is_one():
+    one = report.readme_results(METRICS, 1.0)
+    assert "seed 0 only" in one and "| mean |" not in one
+    seeds = report.aggregate({0: METRICS, 1: METRICS})
+    section = report.readme_results(METRICS, 1.0, seeds)
+    assert "over seeds 0, 1" in section and "| mean |" in section and "seeds 0 / 1" in section
+    for claim in report.CLAIMS:
+        assert claim.text in section
 
 
 def test_update_readme_rewrites_only_the_section(tmp_path):

@@ -8,7 +8,7 @@ import torch
 from minirlhf.course.shipped import load_stage
 from minirlhf.evaluate import rollout_gold
 from minirlhf.ppo import PPOConfig, train_ppo
-from minirlhf.tokenizer import ASSISTANT, SPECIAL_IDS, USER, encode_chat_prompt
+from minirlhf.tokenizer import ASSISTANT, SPECIAL_IDS, encode_chat_prompt
 from minirlhf.world import default_world
 from minirlhf.world.gold import gold_score
 
@@ -19,20 +19,19 @@ class GoldReward(torch.nn.Module):
     def __init__(self, tokenizer, world, prompts):
         super().__init__()
         self.tokenizer, self.world = tokenizer, world
-        self.by_text = {p.text: p for p in prompts}
+        self.by_ids = {tuple(encode_chat_prompt(tokenizer, p)): p for p in prompts}   # multi-turn prompts too
         self.dummy = torch.nn.Parameter(torch.zeros(()))
 
     def forward(self, idx, attention_mask=None):
         scores = []
         for row, mask in zip(idx.tolist(), attention_mask.tolist()):
             ids = [t for t, m in zip(row, mask) if m]
-            cut = len(ids) - 1 - ids[::-1].index(SPECIAL_IDS[ASSISTANT])      # the last <|assistant|>
-            start = len(ids) - ids[::-1].index(SPECIAL_IDS[USER])             # after the last <|user|>
-            prompt = self.tokenizer.decode(ids[start:cut]).strip()            # the last user message
+            cut = next(i for i, t in enumerate(ids)                           # the <|assistant|> that ends x
+                       if t == SPECIAL_IDS[ASSISTANT] and tuple(ids[:i + 1]) in self.by_ids)
             answer = ids[cut + 1:]
             ended = bool(answer) and answer[-1] == self.tokenizer.eos_token_id
             text = self.tokenizer.decode(answer, skip_special_tokens=True).strip()
-            scores.append(gold_score(self.world, self.by_text[prompt], text, ended).total)
+            scores.append(gold_score(self.world, self.by_ids[tuple(ids[:cut + 1])], text, ended).total)
         return torch.tensor(scores, device=idx.device)
 
 

@@ -205,6 +205,34 @@ def plot_probe_loss(history: dict, guess: float | None = math.log(24), ax=None) 
     return fig
 
 
+def plot_induction_scores(scores: dict, axes=None) -> Figure:
+    """Two layer × head maps of `prompting.induction_scores`: attention to the previous token, and (in the second
+    copy of a repeated random sequence) to the token after the earlier occurrence: an induction head lights up."""
+    _require("induction scores", scores, ("previous_token", "induction"))
+    panels = {"previous-token attention": scores["previous_token"], "induction attention": scores["induction"]}
+    data = {title: np.asarray(values, dtype=float) for title, values in panels.items()}
+    if len({d.shape for d in data.values()}) > 1 or any(d.ndim != 2 or d.size == 0 for d in data.values()):
+        raise ValueError("induction scores: previous_token and induction must be the same (layers, heads) lists; "
+                         f"got shapes {[d.shape for d in data.values()]}")
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), layout="constrained")
+    fig = axes[0].figure
+    n_layer, n_head = data["induction attention"].shape
+    for ax, (title, values) in zip(axes, data.items()):
+        vmax = max(float(values.max()), 1e-6)   # each map on its own scale: the heads that stand out are dark
+        image = ax.imshow(values, cmap="Purples", vmin=0, vmax=vmax, aspect="auto")
+        for (layer, head), v in np.ndenumerate(values):
+            ax.text(head, layer, f"{v:.2f}", ha="center", va="center", fontsize="small",
+                    color="white" if v > 0.6 * vmax else "black")
+        ax.set_xticks(range(n_head))
+        ax.set_yticks(range(n_layer))
+        ax.set_title(title)
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        fig.colorbar(image, ax=ax, label="mean attention weight")
+    return fig
+
+
 # ---- SFT and the reward model -------------------------------------------------------------------------------------
 
 
@@ -394,6 +422,47 @@ def plot_frontier(points: list, best_of_n: list | None = None, ax=None) -> Figur
         _finish(left, title, xlabel, "RM reward r_θ (proxy)", legend=False)
         handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
         left.legend(handles=handles, fontsize="small")
+    return fig
+
+
+RM_COLORS = {"rm_round1": "tab:brown", "rm": "tab:purple"}   # the over-optimisation figure: one colour per RM
+RM_NAMES = {"rm_round1": "RM-1 (round 1)", "rm": "RM (both rounds)"}
+
+
+def plot_overoptimisation(result: dict, fig=None) -> Figure:
+    """Gao et al.'s picture: gold gain over SFT vs KL (left) and vs d = √KL (right), per reward model.
+
+    result: overoptimisation.json of a run (pipeline.stage_overoptimisation): best-of-n curves and PPO-at-β=0
+    histories per RM, the fitted (α, β) of gold(d) = d(α − βd) (best-of-n) and d(α − β log d) (RL), the main PPO.
+    """
+    from minirlhf.overoptimisation import gao_best_of_n, gao_rl
+
+    _require("over-optimisation result", result, ("sft_gold", "sft_train_gold", "best_of_n", "rl", "fits", "ppo"))
+    if fig is None:
+        fig = plt.figure(figsize=(11, 4.2), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    for panel, to_x in ((left, np.square), (right, np.asarray)):
+        for rm, curve in result["best_of_n"].items():
+            d = np.sqrt([c["kl"] for c in curve])
+            panel.plot(to_x(d), [c["gold"] - result["sft_gold"] for c in curve], "o", color=RM_COLORS.get(rm),
+                       label=f"best-of-n, {RM_NAMES.get(rm, rm)}")
+            fit, d_line = result["fits"]["best_of_n"][rm], np.linspace(0.0, d.max(), 50)
+            panel.plot(to_x(d_line), gao_best_of_n(d_line, fit["alpha"], fit["beta"]), "-", color=RM_COLORS.get(rm),
+                       lw=1)
+        for rm, h in result["rl"].items():
+            d = np.sqrt(np.maximum(h["kl"], 0.0))
+            panel.plot(to_x(d), np.asarray(h["gold"]) - result["sft_train_gold"], ".", color=RM_COLORS.get(rm),
+                       alpha=0.35, label=f"PPO β = 0 (each iteration), {RM_NAMES.get(rm, rm)}")
+            fit, d_line = result["fits"]["rl"][rm], np.linspace(0.0, d.max(), 50)
+            panel.plot(to_x(d_line), gao_rl(d_line, fit["alpha"], fit["beta"]), "--", color=RM_COLORS.get(rm), lw=1)
+        ppo = result["ppo"]
+        panel.plot(to_x(np.sqrt([max(ppo["kl"], 0.0)])), [ppo["gain"]], "*", ms=12, color=POLICY_COLORS["ppo"],
+                   label=f"PPO β = {ppo['beta']:g}, {RM_NAMES.get(ppo['reward_model'], ppo['reward_model'])}")
+        panel.axhline(0.0, color="gray", ls=":", lw=1)
+    ylabel = "gold − SFT's gold"
+    _finish(left, "vs KL", "KL(π ‖ π_SFT) (nats/answer)", ylabel, legend=False)
+    _finish(right, "vs d = √KL: lines are Gao et al.'s fits", "d = √KL", ylabel)
+    fig.suptitle("Over-optimisation: gold gain as the policy moves away from SFT (solid: best-of-n, dashed: RL)")
     return fig
 
 

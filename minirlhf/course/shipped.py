@@ -18,8 +18,9 @@ DATA = Path(__file__).resolve().parents[2] / "data"   # the repository's data/ f
 CHECKPOINTS = DATA / "checkpoints"
 RUN = DATA / "run"
 STAGES = ("pretrained", "sft", "rm", "ppo", "ppo_ptx")   # the checkpoints shipped under data/checkpoints/
-RESULT_FILES = ("metrics.json", "evaluation.json", "beta_sweep.json", "report.md", "comparisons_train.jsonl",
-                "comparisons_val.jsonl")                  # shipped under data/run/, with the run's figures (*.png)
+RESULT_FILES = ("metrics.json", "evaluation.json", "overoptimisation.json", "report.md", "comparisons_round1.jsonl",
+                "comparisons_round2.jsonl", "comparisons_val.jsonl")   # shipped under data/run/, with the figures (*.png)
+SEED_FILES = {"metrics.json": "seeds.json", "report.md": "seeds.md"}   # a run of several seeds: their aggregate
 
 
 def load_stage(name: str, device=None, tokenizer=None):
@@ -44,10 +45,20 @@ def load_result(name: str):
 def ship_run(run: Path, data: Path = Path("data")) -> list[Path]:
     """Copy a finished run's checkpoints and results under data/ so the notebooks can start from any stage.
 
+    A run of several seeds (seed-S/ folders): the first seed's, plus the seeds' metrics.json and report.md as
+    data/run/seeds.json and seeds.md.
+
     Weights are stored as float16 (half the bytes; loading casts them back to float32), which keeps the
     whole data/ folder small enough to live in the repository.
     """
     run, data = Path(run), Path(data)
+    seeds = sorted(run.glob("seed-*"), key=lambda p: int(p.name[5:]) if p.name[5:].isdigit() else -1)
+    if seeds and not (run / "pretrained").exists():   # `pipeline --seeds`: the first seed, and the aggregate
+        written = ship_run(seeds[0], data)
+        for name, shipped_name in SEED_FILES.items():
+            if (run / name).exists():
+                written.append(write_text_atomic(data / "run" / shipped_name, (run / name).read_text()))
+        return written
     missing = [s for s in STAGES if not (run / s / "config.json").exists()]
     if missing:
         raise FileNotFoundError(f"{run} is not a finished run: missing {missing}; run the pipeline first")

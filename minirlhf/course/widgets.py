@@ -351,7 +351,7 @@ def labeling_ui(session: LabelingSession, path: str = "my_comparisons.jsonl"):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# 3. The β slider: the reward–KL frontier of a β sweep (minirlhf.pipeline.beta_sweep)
+# 3. The β slider: points of the reward–KL frontier (overoptimisation.json's "points", minirlhf.pipeline)
 
 POINT_KEYS = ("beta", "kl", "rm_reward", "gold")
 
@@ -359,7 +359,7 @@ POINT_KEYS = ("beta", "kl", "rm_reward", "gold")
 def sweep_point(points: list[dict], beta: float) -> dict:
     """The precomputed sweep point whose β is nearest to `beta` (the first one on a tie)."""
     if not points:
-        raise ValueError("no sweep points; run minirlhf.pipeline.beta_sweep (or load its results) first")
+        raise ValueError("no sweep points; load them first, e.g. load_result(\"overoptimisation.json\")[\"points\"]")
     for p in points:
         missing = [key for key in POINT_KEYS if key not in p]
         if missing:
@@ -410,7 +410,7 @@ def beta_slider(points: list[dict], examples: dict | None = None):
 
     betas = sorted({float(p["beta"]) for p in points})
     if not betas:
-        raise ValueError("no sweep points; run minirlhf.pipeline.beta_sweep (or load its results) first")
+        raise ValueError("no sweep points; load them first, e.g. load_result(\"overoptimisation.json\")[\"points\"]")
     slider = w.SelectionSlider(options=[(f"{b:g}", b) for b in betas], value=betas[len(betas) // 2], description="β")
     out = w.Output()
 

@@ -60,7 +60,7 @@ class CorpusMix:
         "loop": 0.25, "lookup": 0.15, "copy": 0.05, "facts": 0.22, "forum": 0.23, "story": 0.05, "pattern": 0.05})
     # final (and validation): the world's text, with some repetition kept so the circuit is not forgotten
     final: dict = field(default_factory=lambda: {
-        "facts": 0.27, "story": 0.10, "forum": 0.30, "pattern": 0.06, "lookup": 0.10, "loop": 0.05,
+        "facts": 0.29, "story": 0.10, "forum": 0.32, "pattern": 0.06, "lookup": 0.06, "loop": 0.05,
         "copy": 0.04, "attributes": 0.05, "song": 0.03})
 
     def __post_init__(self):
@@ -155,6 +155,10 @@ class Corpus:
         if self._held_out is None:
             self._held_out = self.world.held_out_texts()
         return self._held_out
+
+    def kind_of(self, phase: str, i: int) -> str:
+        """The kind of document i of a phase (the first choice its generator makes; the text does not store it)."""
+        return Chooser(self.world._rng(f"doc-{phase}-{i}")).weighted(self.mix.of(phase))
 
     def document(self, phase: str, i: int) -> Document:
         """Document i of a phase: a deterministic function of (world seed, phase, i)."""
