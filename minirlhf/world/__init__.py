@@ -16,7 +16,8 @@ raters (helpful, honest, harmless, well-formed, §3.4), and a *noisy ranker* tha
 
     vocab.py      attributes, values, templates, rude words: the words the generator and the labeler share
     records.py    Entity, Document, Prompt (with its conversation history), Demonstration
-    generate.py   WorldConfig, Chooser (counts the nats of every choice), World, default_world, corpus_stats
+    chooser.py    Chooser: a random.Random that counts the nats of every choice (the entropy floor)
+    generate.py   WorldConfig, World, default_world, corpus_stats
     corpus.py     the pre-training documents by kind (Corpus, CorpusMix: one mix per curriculum phase)
     files.py      write_world_files and the load_... readers of data/world/
     gold.py       gold_score, GoldScore, WEIGHTS, NoisyRanker, agreement_ceiling
@@ -26,6 +27,7 @@ has one path, its own module: `from minirlhf.world.gold import gold_score`. It i
 and the records, never the generator, so the world and its judge do not import each other.
 """
 
+from minirlhf.world.chooser import Chooser
 from minirlhf.world.files import (
     load_corpus,
     load_demonstrations,
@@ -34,7 +36,6 @@ from minirlhf.world.files import (
     write_world_files,
 )
 from minirlhf.world.generate import (
-    Chooser,
     World,
     WorldConfig,
     corpus_stats,

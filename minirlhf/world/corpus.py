@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from minirlhf.world.generate import Chooser, World
+from minirlhf.world.chooser import Chooser
 from minirlhf.world.records import Document
 from minirlhf.world.vocab import (
     ATTRIBUTES,
@@ -47,6 +48,9 @@ PHASES = ("phase1", "phase2", "final")   # the curriculum's stages read these in
 COPY_HEADER = "copy :"                   # copy documents: "copy : a b c . a b c ."
 ATTRIBUTE_HEADER = "facts :"             # attribute lists and task-recognition episodes: "facts :\nbobo : red\n..."
 ALL_VALUES = tuple(v for a in ATTRIBUTES for v in VALUES[a])   # 24 values of every attribute
+
+if TYPE_CHECKING:   # only for annotations: the generator imports this module lazily
+    from minirlhf.world.generate import World
 
 
 @dataclass
