@@ -198,8 +198,8 @@ def plot_probe_loss(history: dict, guess: float | None = math.log(24), ax=None) 
     for step in range(1, len(context)):
         if context[step] != context[step - 1]:
             ax.axvline(history["step"][step], color="black", ls=":", lw=1)
-            ax.text(history["step"][step], 0.98, f" context {context[step]}", transform=ax.get_xaxis_transform(),
-                    va="top", fontsize="small")
+            ax.text(history["step"][step], 0.98, f"context {context[step]} ", transform=ax.get_xaxis_transform(),
+                    va="top", ha="right", rotation=90, fontsize="small")   # vertical: close steps do not overlap
     _finish(ax, "Pre-training: loss on values the context already showed", "step",
             "cross-entropy on re-queried values (nats/token)")
     return fig
