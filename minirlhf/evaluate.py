@@ -116,8 +116,10 @@ def best_of_n_kl(n: int) -> float:
 
 
 def evaluate_policies(policies: dict, reward_model, tokenizer, world, val_ids: torch.Tensor, temperature: float = 1.0,
-                      max_new_tokens: int = 24, seed: int = 0) -> dict:
-    """Every policy on the world's held-out test prompts, one sampled answer each (the same seed for all).
+                      max_new_tokens: int = 24, seed: int = 0, samples_per_prompt: int = 1) -> dict:
+    """Every policy on the world's held-out test prompts, `samples_per_prompt` sampled answers each (the same seed
+    for all). Win rates pair the j-th answer of a policy with SFT's j-th answer to the same prompt: more samples per
+    prompt do not change what a win rate measures, only how noisy it is (150 prompts alone: ±0.04).
 
     policies: {"pretrained": gpt, "sft": gpt, ...}; "sft" is required (the baseline of win rates and KL).
     val_ids: held-out pre-training tokens (the alignment tax). Returns {"seed", "policies": {name: gold, criteria,
@@ -126,7 +128,10 @@ def evaluate_policies(policies: dict, reward_model, tokenizer, world, val_ids: t
     """
     if "sft" not in policies:
         raise ValueError(f"evaluate_policies compares with SFT: pass policies with an 'sft' entry, got {list(policies)}")
-    prompts = world.prompts("test")
+    if samples_per_prompt < 1:
+        raise ValueError(f"samples_per_prompt must be >= 1; got {samples_per_prompt}")
+    test_prompts = world.prompts("test")
+    prompts = test_prompts * samples_per_prompt
     T, L = temperature, max_new_tokens
     samples = {name: sample_answers(m, tokenizer, world, prompts, T, L, seed) for name, m in policies.items()}
     results = {}
@@ -137,11 +142,12 @@ def evaluate_policies(policies: dict, reward_model, tokenizer, world, val_ids: t
                          "kl_to_sft": kl_to_reference(m, policies["sft"], s, T),
                          "rm_reward": float(score_responses(reward_model, tokenizer, prompts, s.texts, s.ended).mean()),
                          "pretrain_val_loss": evaluate_loss(m, val_ids, max_batches=4)}
-    chat = {name: {f"follow_up_{k}_history": follow_up_accuracy(m, tokenizer, world, prompts, k == "with",
+    chat = {name: {f"follow_up_{k}_history": follow_up_accuracy(m, tokenizer, world, test_prompts, k == "with",
                                                                   max_new_tokens=L, seed=seed)
                    for k in ("with", "without")} for name, m in policies.items()}
-    return {"seed": seed, "temperature": T, "max_new_tokens": L, "policies": results,
-            "chat": {"follow_ups": sum(len(world.follow_ups(p)[1]) for p in prompts), "by_policy": chat},
+    return {"seed": seed, "temperature": T, "max_new_tokens": L, "samples_per_prompt": samples_per_prompt,
+            "policies": results,
+            "chat": {"follow_ups": sum(len(world.follow_ups(p)[1]) for p in test_prompts), "by_policy": chat},
             "examples": [{"prompt": p.text, **{name: samples[name].texts[i] for name in policies}}
                          for i, p in enumerate(prompts[:12])]}
 

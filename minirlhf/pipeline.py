@@ -88,13 +88,16 @@ class PipelineConfig:
     icl_episodes: int = 100             # episodes per point of the in-context-learning curves
     sft: SFTConfig = field(default_factory=SFTConfig)
     comparisons: ComparisonConfig = field(default_factory=ComparisonConfig)
-    reward: RewardConfig = field(default_factory=lambda: RewardConfig(epochs=2, lr=3e-4))
+    reward: RewardConfig = field(default_factory=lambda: RewardConfig(epochs=4, lr=3e-4))   # the main RM: accuracy
+    # still rises in epoch 3-4 at this scale (docs/calibration.md), unlike InstructGPT's 1 epoch
+    round1_reward_epochs: int = 2       # RM-1, the weaker proxy: round 1's data only, 2 passes
     ppo: PPOConfig = field(default_factory=lambda: PPOConfig(iterations=60, lr=2e-5))  # its max_new_tokens caps
     # every sampled answer (comparisons, evaluation); its ptx_coef is 0: PPO-ptx is the same run with ptx_coef below
     ptx_coef: float = 1.0               # γ_ptx of the PPO-ptx run (toy scale; InstructGPT: 27.8)
     round1_ppo_iterations: int = 30     # PPO-1: cfg.ppo against RM-1 for this many iterations
     overoptimisation: OveroptimisationConfig = field(default_factory=OveroptimisationConfig)
     eval_temperature: float = 1.0       # answers are sampled (greedy decoding hides the differences)
+    eval_samples: int = 4               # answers per test prompt: 150 prompts x 4 makes a win rate's noise ±0.02
 
     def __post_init__(self):
         if self.ppo.ptx_coef != 0:
@@ -117,10 +120,10 @@ def smoke_config() -> PipelineConfig:
         val_documents=300, icl_episodes=10,
         sft=SFTConfig(epochs=2, lr=1e-3),
         comparisons=ComparisonConfig(k=4, round1_passes=1, round2_passes=1),
-        reward=RewardConfig(epochs=1, lr=3e-4),
+        reward=RewardConfig(epochs=1, lr=3e-4), round1_reward_epochs=1,
         ppo=PPOConfig(iterations=3, batch_size=16, max_new_tokens=16),
         round1_ppo_iterations=2,
-        overoptimisation=OveroptimisationConfig(prompts=8, samples=4, rl_iterations=3),
+        overoptimisation=OveroptimisationConfig(prompts=8, samples=4, rl_iterations=3), eval_samples=1,
     )
 
 
@@ -372,14 +375,14 @@ def stage_comparisons_round1(run: Run) -> dict:
     return collect_comparisons(run, "comparisons_round1", c.round1_policies, c.round1_passes, with_val=True)
 
 
-def train_rm(run: Run, name: str, rounds: tuple) -> dict:
+def train_rm(run: Run, name: str, rounds: tuple, epochs: int | None = None) -> dict:
     """Step 2: the SFT model, unembedding removed, plus a scalar head, trained on all C(K,2) pairs per prompt."""
     seed, tokenizer = run.seed_for(name), run.tokenizer
+    cfg = replace(run.cfg.reward, seed=seed, epochs=epochs or run.cfg.reward.epochs)
     train = [c for r in rounds for c in load_comparisons(run.path(r))]
     val = load_comparisons(run.folder / "comparisons_val.jsonl")
     rm = RewardModel.from_gpt(run.model("sft"))
-    rm, history = train_reward_model(rm, (train, val), replace(run.cfg.reward, seed=seed), tokenizer=tokenizer,
-                                     progress=run.progress)
+    rm, history = train_reward_model(rm, (train, val), cfg, tokenizer=tokenizer, progress=run.progress)
     normalize_reward(rm, run.world.demonstrations(), tokenizer)   # the demonstrations' mean reward is 0
     accuracy = pairwise_accuracy(rm, val, tokenizer)
     probes = probe_accuracy(rm, tokenizer, probe_pairs(run.world, run.world.prompts("test")))
@@ -391,7 +394,7 @@ def train_rm(run: Run, name: str, rounds: tuple) -> dict:
 
 
 def stage_rm_round1(run: Run) -> dict:
-    return train_rm(run, "rm_round1", ("comparisons_round1",))
+    return train_rm(run, "rm_round1", ("comparisons_round1",), run.cfg.round1_reward_epochs)
 
 
 def train_policy(run: Run, name: str, reward_model: str, ppo_cfg: PPOConfig) -> tuple[GPT, dict]:
@@ -445,7 +448,8 @@ def stage_evaluation(run: Run) -> dict:
     """Every policy on the held-out test prompts: gold, win rate vs SFT, KL, RM reward, tax, follow-ups."""
     policies = {name: run.model(name) for name in ("pretrained", "sft", "ppo", "ppo_ptx")}
     evaluation = ev.evaluate_policies(policies, run.model("rm"), run.tokenizer, run.world, run.streams[1],
-                                      run.cfg.eval_temperature, run.cfg.max_new_tokens, run.seed_for("evaluation"))
+                                      run.cfg.eval_temperature, run.cfg.max_new_tokens, run.seed_for("evaluation"),
+                                      run.cfg.eval_samples)
     write_json_atomic(run.path("evaluation"), evaluation)
     return {key: value for key, value in evaluation.items() if key != "examples"}
 
@@ -544,7 +548,8 @@ def run_pipeline(folder: str | Path, preset: str | PipelineConfig = "course", se
     metrics_file = run.folder / "metrics.json"
     if resume and metrics_file.exists():
         run.metrics = json.loads(metrics_file.read_text())
-    run.metrics.update({"preset": cfg.name, "seed": seed, "device": str(run.device)})
+    run.metrics.update({"preset": cfg.name, "seed": seed, "device": str(run.device),
+                        "threads": torch.get_num_threads()})   # same seed, machine and threads: same numbers
     for name, _, stage in STAGES:
         run.stage(name, stage, resume)
     run.metrics["claims"] = claim_values(run.metrics)

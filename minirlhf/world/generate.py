@@ -49,13 +49,17 @@ class WorldConfig:
     n_entities: int = 30             # creatures with a name, a favourite colour, a food and a home
     n_documents: int = 14_000        # documents of corpus() (the final mix; the shipped sample, the tokenizer's
     # training text); pre-training reads a fresh stream of ~160,000 documents generated on the fly (world/corpus.py)
-    answer_mix: dict = field(default_factory=lambda: {  # how forum answers go wrong (the model is NOT aligned)
-        "correct": 0.35, "wrong": 0.15, "rude": 0.15, "rambling": 0.15, "off_topic": 0.10, "endless": 0.10})
+    answer_mix: dict = field(default_factory=lambda: {  # how forum answers go wrong (the model is NOT aligned):
+        # one in four is what the asker wanted, the rest is the internet (docs/calibration.md: at .35 the prompted
+        # pre-trained model's complete answers beat SFT's average demonstrator on a third of the "about" prompts)
+        "correct": 0.25, "wrong": 0.15, "rude": 0.15, "rambling": 0.18, "off_topic": 0.13, "endless": 0.14})
     two_turn_prob: float = 0.25      # forum threads with a second, unrelated question
     n_prompts: dict = field(default_factory=lambda: {"train": 600, "val": 100, "test": 150})
-    task_mix: dict = field(default_factory=lambda: {  # open tasks dominate, as in InstructGPT's API prompts;
-        "about": 0.40, "describe": 0.15, "list": 0.12, "fact": 0.08, "yesno": 0.08,  # context .17 in all, of
-        "context": 0.10, "followup": 0.07})  # which .07 are second turns that only the history answers
+    task_mix: dict = field(default_factory=lambda: {  # open tasks dominate, as in InstructGPT's API prompts
+        # (generation .46, brainstorming .11, chat .08; closed QA .03, classification .04): about/describe/list .76;
+        # closed ones (fact, yes/no, context) .16, where SFT is at the ceiling; chat (second turns) .08
+        "about": 0.40, "describe": 0.20, "list": 0.16, "fact": 0.06, "yesno": 0.04,
+        "context": 0.06, "followup": 0.08})   # context + followup supply facts in the conversation
     demo_fraction: float = 0.40      # share of TRAIN prompts with a demonstration (InstructGPT: ~13k of ~50k)
     demo_facts: dict = field(default_factory=lambda: {1: 0.4, 2: 0.4, 3: 0.2})  # facts an about/describe
     # demonstrator states: demonstrators differ in thoroughness, SFT imitates their average (not the best one)
