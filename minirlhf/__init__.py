@@ -15,11 +15,20 @@ The package is the InstructGPT pipeline, one module per stage, in the order a ru
     evaluate     gold score, win rate vs SFT, KL to SFT, best-of-n: what InstructGPT measured with labelers
     chat         answering prompts and a multi-turn chat with any stage's model
 
+Beyond the lecture (what came after PPO), judged by the same gold labeler:
+
+    dpo          DPO: the comparisons' pairwise loss with β·log(π/π_ref) as the reward, no reward model
+    grpo         GRPO and RLOO: group-relative advantages, no value model
+    distill      best-of-n distillation (rejection-sampling fine-tuning)
+    compare      every method from the same SFT start, gold score against KL to SFT (methods.json)
+
 Plumbing around the stages:
 
     checkpoint   save and load a model with its tokenizer as a folder, atomically
     hf           our GPT <-> transformers' GPT2LMHeadModel, weights copied 1:1
     pipeline     every stage into one run folder (`python -m minirlhf pipeline`)
+    runfolder    a run folder's manifest (run.json), lock and checksums: what --resume trusts
+    distributed  torchrun data parallelism (one process: a no-op)
     report       the run's report card (report.md, figures) and README's results section
     __main__     the command line (`python -m minirlhf --help`)
 

@@ -35,6 +35,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 import minirlhf
+from minirlhf import distributed
 
 FORMAT = "minirlhf-checkpoint"
 VERSION = 1
@@ -86,8 +87,12 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write a text file atomically: into a temp file beside it, then os.replace (readers never see half a file)."""
+    """Write a text file atomically: into a temp file beside it, then os.replace (readers never see half a file).
+    Under torchrun only the main process writes; the others wait until it has, then go on (and may read it)."""
     path = Path(path)
+    if not distributed.is_main():
+        distributed.barrier()
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
@@ -96,6 +101,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    distributed.barrier()   # (nothing in a plain run) the others may read it now
     return path
 
 
@@ -172,6 +178,7 @@ def save_checkpoint(
 
     Everything is written into a hidden temp folder next to `path`, then swapped in with os.replace. If
     anything fails (or you press Ctrl-C) the temp folder is deleted and an existing checkpoint is untouched.
+    Under torchrun only the main process writes; the others wait until it has, then go on (and may load it).
     """
     target = Path(path)
     if target.exists() and not target.is_dir():
@@ -189,6 +196,9 @@ def save_checkpoint(
         "extra": dict(model.checkpoint_extra()) if hasattr(model, "checkpoint_extra") else {},
     }
     meta_text = _dumps(_build_metadata(stage, tokenizer, metadata), "metadata")  # fail before touching disk
+    if not distributed.is_main():
+        distributed.barrier()
+        return target
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tag = f"{os.getpid()}-{secrets.token_hex(4)}"
@@ -208,6 +218,7 @@ def save_checkpoint(
         shutil.rmtree(backup, ignore_errors=True)  # (if the new one did arrive, it is complete)
         raise
     shutil.rmtree(backup, ignore_errors=True)
+    distributed.barrier()   # (nothing in a plain run) the others may load it now
     return target
 
 

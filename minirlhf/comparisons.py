@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -212,7 +213,8 @@ def comparison_from_dict(record) -> Comparison:
     if K < 2:
         raise ValueError(f"K={K} responses; a comparison needs at least 2")
     _check_list(record, "ended", K, lambda v: isinstance(v, bool), "true/false")
-    _check_list(record, "gold", K, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "numbers")
+    _check_list(record, "gold", K, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                and math.isfinite(v), "numbers, finite (no NaN or Infinity)")
     _check_list(record, "sources", K, lambda v: isinstance(v, str), "strings")
     _check_list(record, "ranking", K, lambda v: isinstance(v, int) and not isinstance(v, bool), "integers")
     if sorted(record["ranking"]) != list(range(K)):

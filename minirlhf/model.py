@@ -15,6 +15,7 @@ response), ``make_optimizer`` and ``GPT.set_dropout``.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, replace
 
 import torch
@@ -58,6 +59,8 @@ PRESETS = {
     "tiny": GPTConfig(vocab_size=1024, block_size=64, n_layer=2, n_head=2, n_embd=32),
     # for the notebooks: about 0.94M parameters, trains in minutes on 2 CPU cores
     "course": GPTConfig(vocab_size=1024, block_size=128, n_layer=4, n_head=4, n_embd=128),
+    # for one GPU (docs/scaling.md): about 26M parameters, a context of 256; too slow for a CPU
+    "gpu": GPTConfig(vocab_size=1024, block_size=256, n_layer=8, n_head=8, n_embd=512),
 }
 
 
@@ -69,7 +72,9 @@ def get_config(name: str, **overrides) -> GPTConfig:
 
 
 def pick_device(prefer: str | torch.device | None = None) -> torch.device:
-    """``prefer`` if given, else the fastest available: cuda > mps > cpu."""
+    """``prefer`` if given, else $MINIRLHF_DEVICE if set (the command line's --device), else the fastest
+    available: cuda > mps > cpu."""
+    prefer = prefer if prefer is not None else os.environ.get("MINIRLHF_DEVICE") or None
     if prefer is not None:
         return torch.device(prefer)
     if torch.cuda.is_available():

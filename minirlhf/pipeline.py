@@ -30,7 +30,13 @@ from pathlib import Path
 import torch
 
 from minirlhf import evaluate as ev
-from minirlhf.checkpoint import load_checkpoint, read_metadata, save_checkpoint, write_text_atomic
+from minirlhf.checkpoint import (
+    load_checkpoint,
+    read_config,
+    read_metadata,
+    save_checkpoint,
+    write_text_atomic,
+)
 from minirlhf.comparisons import (
     ComparisonConfig,
     ceiling_of,
@@ -60,6 +66,7 @@ from minirlhf.reward import (
     score_responses,
     train_reward_model,
 )
+from minirlhf.runfolder import RunFolder, snapshot, written_since
 from minirlhf.sft import SFTConfig, train_sft
 from minirlhf.tokenizer import encode_chat_prompt, train_tokenizer
 from minirlhf.world import World, WorldConfig
@@ -127,7 +134,23 @@ def smoke_config() -> PipelineConfig:
     )
 
 
-PIPELINES = {"smoke": smoke_config, "course": PipelineConfig}   # names differ from the model sizes (model.PRESETS)
+def gpu_config() -> PipelineConfig:
+    """For one modern GPU (docs/scaling.md): the `gpu` model (26M parameters, 28x the course's; a context of
+    256, twice its), pre-trained on 4x the course's tokens (a fresh corpus stream all the way); the later stages
+    as in the course, at learning rates for the larger model. Sized to finish in about 10 minutes on one
+    H100-class GPU (not measured yet: benchmarks/gpu_check.sh measures it); on a CPU it takes hours."""
+    return PipelineConfig(
+        name="gpu", model=get_config("gpu"),
+        pretrain=PretrainConfig(steps=2000, tokens_per_step=16384, curriculum=((0, 64), (250, 128), (500, 256)),
+                                lr=1e-3, min_lr=1e-4, warmup_steps=200, eval_every=250),
+        sft=SFTConfig(lr=1e-4),
+        reward=RewardConfig(epochs=2, lr=1e-4),
+        ppo=PPOConfig(iterations=60, lr=1e-5),
+    )
+
+
+PIPELINES = {"smoke": smoke_config, "course": PipelineConfig,   # names differ from the model sizes (model.PRESETS),
+             "gpu": gpu_config}                                # but for gpu: the gpu model
 
 
 def pipeline_config(name: str) -> PipelineConfig:
@@ -235,8 +258,38 @@ def pretrain_model(out: Path, cfg: PipelineConfig, seed: int = 0, world: World |
 # A run: one seed's folder, and what its stages wrote there
 
 
+MAX_SEED = 2**32 - 1   # every stage's seed 1000·seed + i, and the samplers' seeds made from it, stay in torch's range
+RUN_FILES = ("comparisons_val.jsonl", "metrics.json", "report.md")   # a run writes these besides STAGES (and *.png)
+
+
 def _done(path: Path) -> bool:
     return (path / "config.json").exists() if path.suffix == "" else path.exists()
+
+
+def _load_problem(path: Path) -> str | None:
+    """Why a stage's output does not load, or None (for runs made before run.json, which have no checksums)."""
+    try:
+        if path.suffix == "":
+            load_checkpoint(path)
+        elif path.suffix == ".jsonl":
+            load_comparisons(path)
+        else:
+            json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return str(error)
+    return None
+
+
+def _given_checkpoint(stage: str, path) -> Path:
+    """A checkpoint given instead of running a stage (--pretrained), checked before anything runs: a GPT's."""
+    path = Path(path)
+    if not _done(path):
+        raise FileNotFoundError(f"no {stage} checkpoint in {path} (expected {path}/config.json)")
+    architecture = read_config(path)["architecture"]
+    if architecture != "GPT":
+        raise ValueError(f"{path} holds a {architecture} (stage {read_metadata(path).get('stage')!r}), not a GPT: "
+                         f"give a {stage} checkpoint, e.g. data/checkpoints/{stage}")
+    return path
 
 
 def _peak_rss_mb() -> float:
@@ -251,15 +304,19 @@ class Run:
     """One seed's run folder: its config, the world, the seed, and the checkpoints its stages wrote (loaded once)."""
 
     def __init__(self, folder: Path, cfg: PipelineConfig, seed: int = 0, pretrained: Path | None = None,
-                 progress: bool = True):
+                 progress: bool = True, world: WorldConfig | None = None):
+        if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"seed={seed!r}: give an integer from 0 to {MAX_SEED}")
         self.folder, self.cfg, self.seed, self.progress = Path(folder), cfg, seed, progress
-        self.world = World(WorldConfig())   # the course's world: seeds vary the training, not the world
+        self.world = World(world or WorldConfig())   # the course's world: seeds vary the training, not the world
         self.device = pick_device()
-        self.given = {"pretrained": Path(pretrained)} if pretrained is not None else {}
+        self.given = {"pretrained": _given_checkpoint("pretrained", pretrained)} if pretrained is not None else {}
+        self.record: RunFolder | None = None   # run.json, while run_pipeline holds the folder
         self.metrics: dict = {}
         self._models: dict = {}
         self._tokenizer = None
         self._streams = None
+        self.loaded: list[str] = []   # the checkpoints loaded during the current stage (run.json: its "loads")
 
     def path(self, stage: str) -> Path:
         """Where a stage's output lives: STAGES says, unless it was given (--pretrained)."""
@@ -275,6 +332,7 @@ class Run:
             model, tokenizer, _ = load_checkpoint(self.path(stage), tokenizer=self._tokenizer, device=self.device)
             self._tokenizer = self._tokenizer or tokenizer
             self._models[stage] = model.eval()
+            self.loaded.append(stage)
         return self._models[stage]
 
     @property
@@ -292,23 +350,61 @@ class Run:
         return self._streams
 
     def stage(self, name: str, fn, resume: bool) -> None:
-        """Run one stage, time it, record its metrics; skip it when resuming and it finished (or was given)."""
+        """Run one stage, time it, and record in run.json the files it wrote (with their checksums) and its metrics.
+        Resuming, skip a stage that finished and whose files are intact; a damaged one is redone, and so is every
+        stage after it (they were built on it). A given stage (--pretrained) is recorded, not run."""
         output = self.path(name)
-        if name in self.given:
-            if not _done(output):
-                raise FileNotFoundError(f"no {name} checkpoint in {output} (expected {output}/config.json)")
-            self.metrics[name] = read_metadata(output).get("metrics", {})
-            print(f"[{name}] using {output}")
-            return
-        if resume and name in self.metrics and _done(output):
+        if resume and self.finished(name):
             print(f"[{name}] {output} exists: skipped (--resume)")
             return
+        self.record.forget(list(OUTPUTS)[list(OUTPUTS).index(name):])   # this stage and every later one: redone
+        self.record.legacy = None
+        if name in self.given:
+            self.metrics[name] = read_metadata(output).get("metrics", {})
+            self.record.finish(name, [output], metrics=self.metrics[name])
+            print(f"[{name}] using {output}")
+            return
+        print(f"[{name}] running", flush=True)
+        for earlier in list(OUTPUTS)[:list(OUTPUTS).index(name)]:   # what a run without a break holds by now: a
+            for stage in self.record.stages.get(earlier, {}).get("loads", []):   # stage that loads a checkpoint
+                self.model(stage)   # draws random numbers (its init), so a resumed stage must not load more
+        before, self.loaded = snapshot(self.folder, ignore=("metrics.json",)), []
         torch.manual_seed(self.seed_for(name))
         start = time.perf_counter()
         self.metrics[name] = fn(self)
-        self.metrics.setdefault("wall_seconds", {})[name] = time.perf_counter() - start
-        self.metrics.setdefault("peak_rss_mb", {})[name] = _peak_rss_mb()
+        wall = self.metrics.setdefault("wall_seconds", {})[name] = time.perf_counter() - start
+        rss = self.metrics.setdefault("peak_rss_mb", {})[name] = _peak_rss_mb()
+        self.record.finish(name, written_since(self.folder, before, ignore=("metrics.json",)),
+                           metrics=self.metrics[name], wall_seconds=wall, peak_rss_mb=rss, loads=self.loaded)
         write_json_atomic(self.folder / "metrics.json", self.metrics)   # a crash later keeps what finished
+
+    def finished(self, name: str) -> bool:
+        """Whether a stage may be skipped: recorded in run.json with its files intact (in a run made before
+        run.json: its metrics in metrics.json and an output that loads). Takes its metrics from the record."""
+        entry = self.record.stages.get(name) or self._adopt(name)
+        if entry is None:
+            return False
+        problem = self.record.damage(name)
+        if problem is not None:
+            print(f"[{name}] {problem}: redoing {name} and every stage after it")
+            return False
+        self.metrics[name] = entry["metrics"]
+        for key in ("wall_seconds", "peak_rss_mb"):
+            if key in entry:
+                self.metrics.setdefault(key, {})[name] = entry[key]
+        return True
+
+    def _adopt(self, name: str) -> dict | None:
+        """A stage of a run made before run.json, recorded now if its output loads; else None (it is redone)."""
+        old = self.record.legacy
+        if old is None or name not in old:
+            return None
+        problem = _load_problem(self.path(name))
+        if problem is not None:
+            print(f"[{name}] {problem}")
+            return None
+        timings = {key: old[key][name] for key in ("wall_seconds", "peak_rss_mb") if name in old.get(key, {})}
+        return self.record.finish(name, [self.path(name)], metrics=old[name], **timings)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -537,37 +633,59 @@ STAGES = (   # (name, output in the run folder, stage function), in the order th
 OUTPUTS = {name: output for name, output, _ in STAGES}
 
 
+def run_config(cfg: PipelineConfig, world: World, pretrained: Path | None) -> dict:
+    """Everything that decides a run's numbers besides its seed, as JSON values: run.json keeps it, and --resume
+    refuses to continue a run under another one."""
+    config = {"pipeline": asdict(cfg), "world": asdict(world.config), "pretrained": pretrained}
+    return json.loads(json.dumps(config, default=str))
+
+
 def run_pipeline(folder: str | Path, preset: str | PipelineConfig = "course", seed: int = 0, resume: bool = False,
-                 pretrained: str | Path | None = None, progress: bool = True) -> dict:
-    """Run every stage into `folder`; returns the metrics also written to folder/metrics.json (and report.md)."""
+                 pretrained: str | Path | None = None, progress: bool = True, *, force: bool = False,
+                 world: WorldConfig | None = None) -> dict:
+    """Run every stage into `folder`; returns the metrics also written to folder/metrics.json (and report.md).
+
+    The folder is the run's own (runfolder.py): new, empty, or a run folder of this pipeline, which resume=True
+    continues if preset, seed and config match, redoing a stage whose files fail their checksums (and every stage
+    after it). force=True runs beside someone else's files (never replacing one), starts an existing run over, or
+    resumes across a config change. world: the toy world (default WorldConfig(), the course's).
+    """
     from minirlhf.report import claim_values, write_report
 
     cfg = preset if isinstance(preset, PipelineConfig) else pipeline_config(preset)
-    run = Run(Path(folder), cfg, seed, pretrained, progress)
-    run.folder.mkdir(parents=True, exist_ok=True)
-    metrics_file = run.folder / "metrics.json"
-    if resume and metrics_file.exists():
-        run.metrics = json.loads(metrics_file.read_text())
-    run.metrics.update({"preset": cfg.name, "seed": seed, "device": str(run.device),
-                        "threads": torch.get_num_threads()})   # same seed, machine and threads: same numbers
-    for name, _, stage in STAGES:
-        run.stage(name, stage, resume)
-    run.metrics["claims"] = claim_values(run.metrics)
-    write_json_atomic(metrics_file, run.metrics)
-    write_report(run.folder, run.metrics)
+    run = Run(Path(folder), cfg, seed, pretrained, progress, world)   # checks seed and --pretrained: nothing written
+    with RunFolder.open(run.folder, kind="run", identity={"preset": cfg.name, "seed": seed},
+                        config=run_config(cfg, run.world, run.given.get("pretrained")), resume=resume, force=force,
+                        reserved=(*OUTPUTS.values(), *RUN_FILES)) as record:
+        run.record = record
+        run.metrics.update({"preset": cfg.name, "seed": seed, "device": str(run.device),
+                            "threads": torch.get_num_threads()})   # same seed, machine and threads: same numbers
+        for name, _, stage in STAGES:
+            run.stage(name, stage, resume)
+        run.metrics["claims"] = claim_values(run.metrics)
+        write_json_atomic(run.folder / "metrics.json", run.metrics)
+        write_report(run.folder, run.metrics)
+        record.mark_finished()
     return run.metrics
 
 
 def run_seeds(folder: str | Path, preset: str | PipelineConfig = "course", seeds: tuple = (0, 1, 2),
-              resume: bool = False, pretrained: str | Path | None = None, progress: bool = True) -> dict:
+              resume: bool = False, pretrained: str | Path | None = None, progress: bool = True, *,
+              force: bool = False, world: WorldConfig | None = None) -> dict:
     """run_pipeline for each seed into folder/seed-S, then the claims' mean and spread over the seeds in
-    folder/metrics.json and folder/report.md."""
+    folder/metrics.json and folder/report.md. The folder is the runs' own, as in run_pipeline (kind "seeds")."""
     from minirlhf.report import aggregate, write_seeds_report
 
     folder = Path(folder)
-    per_seed = {seed: run_pipeline(folder / f"seed-{seed}", preset, seed, resume, pretrained, progress)
-                for seed in seeds}
-    metrics = aggregate(per_seed)
-    write_json_atomic(folder / "metrics.json", metrics)
-    write_seeds_report(folder, metrics)
+    cfg = preset if isinstance(preset, PipelineConfig) else pipeline_config(preset)
+    given = _given_checkpoint("pretrained", pretrained) if pretrained is not None else None
+    with RunFolder.open(folder, kind="seeds", identity={"preset": cfg.name},
+                        config=run_config(cfg, World(world or WorldConfig()), given), resume=resume, force=force,
+                        reserved=("metrics.json", "report.md")) as record:
+        per_seed = {seed: run_pipeline(folder / f"seed-{seed}", cfg, seed, resume, pretrained, progress,
+                                       force=force, world=world) for seed in seeds}
+        metrics = aggregate(per_seed)
+        write_json_atomic(folder / "metrics.json", metrics)
+        write_seeds_report(folder, metrics)
+        record.mark_finished()
     return metrics

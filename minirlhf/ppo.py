@@ -71,6 +71,28 @@ class PPOConfig:
     seed: int = 0                    # prompts, sampling and minibatch order all come from this seed
 
     def __post_init__(self):
+        """Every number in its range, or a ValueError naming the field and the range (before any rollout)."""
+        for name, low in (("iterations", 1), ("batch_size", 1), ("max_new_tokens", 1), ("ppo_epochs", 1),
+                          ("minibatches", 1), ("kl_horizon", 1), ("ptx_batch_size", 1), ("ptx_seq_len", 2)):
+            value = getattr(self, name)
+            if value is None and name == "ptx_seq_len":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"PPOConfig.{name}={value!r}: give an integer ≥ {low}")
+        for name, strict in (("lr", True), ("value_lr", True), ("adam_eps", True), ("clip_range", True),
+                             ("clip_range_value", True), ("target_kl", True), ("grad_clip", True), ("vf_coef", False),
+                             ("init_kl_coef", False), ("ptx_coef", False), ("missing_eos_penalty", None)):
+            value = getattr(self, name)
+            if value is None and name in ("value_lr", "missing_eos_penalty"):
+                continue
+            if not (math.isfinite(value) and (strict is None or (value > 0 if strict else value >= 0))):
+                allowed = "" if strict is None else f" {'>' if strict else '≥'} 0"
+                raise ValueError(f"PPOConfig.{name}={value!r}: give a finite number{allowed}")
+        for name in ("gamma", "lam"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"PPOConfig.{name}={getattr(self, name)!r}: give a number in [0, 1]")
+        if not math.isfinite(self.temperature):
+            raise ValueError(f"PPOConfig.temperature={self.temperature!r}: give a finite number > 0")
         if self.batch_size % self.minibatches != 0:
             raise ValueError(
                 f"batch_size={self.batch_size} is not divisible by minibatches={self.minibatches}; "

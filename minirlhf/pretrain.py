@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from minirlhf import distributed
 from minirlhf.model import GPT, make_optimizer, token_logprobs
 
 
@@ -43,6 +44,23 @@ class PretrainConfig:
     probe_every: int = 50        # steps between estimates of the probe loss (when data has a probe)
     seed: int = 0
     max_seconds: float | None = None  # stop early after this many seconds (the schedule is still for `steps`)
+
+    def __post_init__(self):
+        """Every number in its range, or a ValueError naming the field and the range (before any training)."""
+        for name, low in (("steps", 1), ("tokens_per_step", 1), ("warmup_steps", 0), ("eval_every", 1),
+                          ("eval_batches", 1), ("probe_every", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"PretrainConfig.{name}={value!r}: give an integer ≥ {low}")
+        for name, strict in (("lr", True), ("grad_clip", True), ("min_lr", False), ("weight_decay", False),
+                             ("max_seconds", True)):
+            value = getattr(self, name)
+            if value is None and name == "max_seconds":
+                continue
+            if not (math.isfinite(value) and (value > 0 if strict else value >= 0)):
+                raise ValueError(f"PretrainConfig.{name}={value!r}: give a finite number {'>' if strict else '≥'} 0")
+        if not (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)):
+            raise ValueError(f"PretrainConfig.betas={self.betas!r}: give Adam's (β1, β2), each in [0, 1)")
 
 
 def causal_lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
@@ -255,6 +273,14 @@ def evaluate_loss(model: GPT, stream: torch.Tensor, batch_size: int = 32, max_ba
     return total / count
 
 
+def _check_shareable(cfg: PretrainConfig, block_size: int) -> None:
+    """Under torchrun, every curriculum stage's batch must have a row for every process."""
+    rows = min(max(1, cfg.tokens_per_step // min(k, block_size)) for _, k in cfg.curriculum or [(0, block_size)])
+    if rows < distributed.world_size():
+        raise ValueError(f"a batch of {rows} windows cannot be shared by {distributed.world_size()} processes; "
+                         "start fewer (--nproc_per_node) or raise tokens_per_step")
+
+
 def train_pretrain(model: GPT, data: tuple, cfg: PretrainConfig, *, tokenizer=None,
                    progress: bool = True, callback=None) -> tuple[GPT, dict]:
     """Maximise L1 on the training stream, on the model's device. Returns (model, history), trained in place.
@@ -266,6 +292,9 @@ def train_pretrain(model: GPT, data: tuple, cfg: PretrainConfig, *, tokenizer=No
     callback(step, stats) after every step; stats has train_loss and lr, and val_loss at validation steps.
     history: step, train_loss, lr, context (per step); eval_step, val_loss, tokens_per_s, seconds (per validation);
     probe_step, probe_loss (per probe estimate).
+    Under torchrun (minirlhf.distributed) every process draws the same batch of windows and trains on its share of
+    the rows; the step is the one-process step; only the main process evaluates, and every process returns its
+    history.
     """
     if not (isinstance(data, (tuple, list)) and len(data) in (2, 3)):
         raise ValueError("data must be (train_ids, val_ids) or (train_ids, val_ids, probe): 1-D token streams, "
@@ -277,7 +306,10 @@ def train_pretrain(model: GPT, data: tuple, cfg: PretrainConfig, *, tokenizer=No
         raise ValueError(f"data has {len(streams)} training streams but the curriculum has {n_stages} stages")
     device = next(model.parameters()).device
     block_size = model.config.block_size
+    _check_shareable(cfg, block_size)
     model.train()
+    ddp_model = distributed.wrap(model)   # the model itself in one process; DistributedDataParallel under torchrun
+    main = distributed.is_main()          # the process that evaluates and shows progress
     generator = torch.Generator().manual_seed(cfg.seed)
     optimizer = make_optimizer([(model, cfg.lr)], cfg.weight_decay, cfg.betas)
     history = {"step": [], "train_loss": [], "lr": [], "context": [], "eval_step": [], "val_loss": [],
@@ -286,29 +318,34 @@ def train_pretrain(model: GPT, data: tuple, cfg: PretrainConfig, *, tokenizer=No
     windows: dict[int, StreamWindows] = {}
     tokens = 0
     start = time.perf_counter()
-    bar = tqdm(range(cfg.steps), desc="pre-train", disable=not progress, mininterval=1.0)
+    bar = tqdm(range(cfg.steps), desc="pre-train", disable=not (progress and main), mininterval=1.0)
     for step in bar:
         lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.min_lr, cfg.warmup_steps)
         stage, context = curriculum_stage(step, cfg, block_size)
         if stage not in windows:   # a new stage of the curriculum: its stream, cut at its context
             windows[stage] = StreamWindows(train if streams is None else streams[stage], context, generator)
-        x, y = windows[stage].batch(max(1, cfg.tokens_per_step // context))     # (B, context) each
-        logits, _ = model(x.to(device))
-        loss = causal_lm_loss(logits, y.to(device))   # −L1/N on this batch
+        x, y = windows[stage].batch(max(1, cfg.tokens_per_step // context))     # (B, context) each, every process
+        x_mine, y_mine = distributed.shard(x), distributed.shard(y)            # this process's rows (all, in one)
+        with distributed.autocast(device):
+            logits, _ = ddp_model(x_mine.to(device))
+        loss = causal_lm_loss(logits, y_mine.to(device))   # −L1/N on this batch (on this process's rows)
+        loss = distributed.scale_for_mean(loss, len(x_mine), len(x))   # so that DDP's mean gradient is the batch's
         optimizer_step(model, optimizer, loss, lr, cfg.grad_clip, f"pre-training step {step}")
         tokens += y.numel()
-        stats = {"train_loss": loss.item(), "lr": lr}
+        stats = {"train_loss": distributed.all_reduce_mean(loss.detach()).item(), "lr": lr}
         history["step"].append(step)
         history["train_loss"].append(stats["train_loss"])
         history["lr"].append(lr)
         history["context"].append(context)
         elapsed = time.perf_counter() - start
         last = step == cfg.steps - 1 or (cfg.max_seconds is not None and elapsed > cfg.max_seconds)
-        if probe is not None and (step % cfg.probe_every == 0 or last):
+        if cfg.max_seconds is not None:
+            last = distributed.broadcast_object(last)   # the main process's clock decides for every process
+        if main and probe is not None and (step % cfg.probe_every == 0 or last):
             stats["probe_loss"] = probe_loss(model, probe)
             history["probe_step"].append(step)
             history["probe_loss"].append(stats["probe_loss"])
-        if step % cfg.eval_every == 0 or last:
+        if main and (step % cfg.eval_every == 0 or last):
             stats["val_loss"] = (evaluate_loss(model, val_ids, eval_batch, cfg.eval_batches)
                                  if isinstance(val_ids, torch.Tensor) else
                                  rows_loss(model, val_ids, eval_batch, cfg.eval_batches))
@@ -317,10 +354,10 @@ def train_pretrain(model: GPT, data: tuple, cfg: PretrainConfig, *, tokenizer=No
             history["val_loss"].append(stats["val_loss"])
             history["tokens_per_s"].append(tokens / max(elapsed, 1e-9))
             history["seconds"].append(elapsed)
-            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{stats['val_loss']:.3f}")
+            bar.set_postfix(loss=f"{stats['train_loss']:.3f}", val=f"{stats['val_loss']:.3f}")
         if callback is not None:
             callback(step, stats)
         if last:
             break
     model.eval()
-    return model, history
+    return model, distributed.broadcast_object(history)   # every process returns the main process's history

@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from minirlhf import distributed
 from minirlhf.model import GPT, GPTConfig, last_token_index, make_optimizer, pad_right
 from minirlhf.tokenizer import encode_chat_prompt
 
@@ -94,6 +95,12 @@ def pairwise_loss(rewards: torch.Tensor, rankings: torch.Tensor) -> tuple[torch.
                          f"{tuple(rewards.shape)} and rankings {tuple(rankings.shape)}")
     _check_rankings(rankings)
     N, K = rewards.shape
+    real = torch.arange(K, device=rewards.device) < (rankings >= 0).sum(dim=1, keepdim=True)  # (N, K) y_k exists
+    if not torch.isfinite(rewards[real]).all():   # a NaN loss would quietly make a NaN reward model
+        bad = int((real & ~torch.isfinite(rewards)).nonzero()[0, 0])
+        raise FloatingPointError(f"pairwise_loss: the rewards of prompt {bad} of the batch are not finite "
+                                 f"({rewards[bad][real[bad]].tolist()}): the reward model diverged; lower "
+                                 "RewardConfig.lr")
     better, worse = torch.triu_indices(K, K, offset=1, device=rewards.device)  # (M,) ranks i < j: i beats j, M = C(K,2)
     winners, losers = rankings[:, better], rankings[:, worse]                  # (N, M) response indices
     valid = (winners >= 0) & (losers >= 0)                                     # (N, M) pair exists
@@ -186,6 +193,17 @@ class RewardConfig:
     eval_every: int = 0          # steps between validation accuracies (0: only at the end of each epoch)
     eval_batch_prompts: int = 32  # prompts per forward pass when measuring validation accuracy
 
+    def __post_init__(self):
+        """Every number in its range, or a ValueError naming the field and the range (before any training)."""
+        for name, low in (("epochs", 1), ("batch_prompts", 1), ("eval_every", 0), ("eval_batch_prompts", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"RewardConfig.{name}={value!r}: give an integer ≥ {low}")
+        for name, strict in (("lr", True), ("head_lr_mult", False), ("weight_decay", False), ("grad_clip", False)):
+            value = getattr(self, name)   # grad_clip 0: no clipping
+            if not (math.isfinite(value) and (value > 0 if strict else value >= 0)):
+                raise ValueError(f"RewardConfig.{name}={value!r}: give a finite number {'>' if strict else '≥'} 0")
+
 
 def comparison_batch(rm: RewardModel, tokenizer, comparisons: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward each comparison's K responses once: rewards (N, K_max) and rankings (N, K_max), −1 padded."""
@@ -214,6 +232,8 @@ def train_reward_model(rm: RewardModel, data: tuple[Sequence, Sequence | None], 
     history: step, loss, accuracy (per step, vs the stored noisy ranking); val_step, val_accuracy,
     val_gold_accuracy, seconds (every `eval_every` steps and after each epoch, vs the noisy ranking and vs the
     noise-free gold order; seconds since the start).
+    Under torchrun (minirlhf.distributed) each process scores its share of every batch's prompts and only the
+    main one validates; every process returns its history.
     """
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise ValueError("data must be (train_comparisons, val_comparisons); the second may be None")
@@ -221,6 +241,9 @@ def train_reward_model(rm: RewardModel, data: tuple[Sequence, Sequence | None], 
     if len(train_comparisons) == 0:
         raise ValueError("no training comparisons; sample some with comparisons.sample_comparisons")
     start_time = time.perf_counter()
+    device = _device(rm)
+    ddp_rm = distributed.wrap(rm)   # the model itself in one process; DistributedDataParallel under torchrun
+    main = distributed.is_main()    # the process that validates and shows progress
     # the fresh head learns head_lr_mult times faster than the trunk (a zero-gradient start otherwise stalls)
     optimizer = make_optimizer([(rm.trunk, cfg.lr), (rm.head, cfg.lr * cfg.head_lr_mult)], cfg.weight_decay)
     rng = random.Random(cfg.seed)
@@ -228,7 +251,7 @@ def train_reward_model(rm: RewardModel, data: tuple[Sequence, Sequence | None], 
                "seconds": []}
 
     def validate(step: int, stats: dict) -> None:
-        if val_comparisons and (not history["val_step"] or history["val_step"][-1] != step):
+        if main and val_comparisons and (not history["val_step"] or history["val_step"][-1] != step):
             val = pairwise_accuracy(rm, val_comparisons, tokenizer, cfg.eval_batch_prompts)  # leaves rm in train mode
             stats.update(val_accuracy=val["accuracy"], val_gold_accuracy=val["gold_accuracy"])
             for key, value in (("val_step", step), ("val_accuracy", val["accuracy"]),
@@ -237,7 +260,7 @@ def train_reward_model(rm: RewardModel, data: tuple[Sequence, Sequence | None], 
                 history[key].append(value)
 
     steps_per_epoch = math.ceil(len(train_comparisons) / cfg.batch_prompts)
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="reward model", disable=not progress)
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="reward model", disable=not (progress and main))
     step = 0
     rm.train()
     for _ in range(cfg.epochs):
@@ -245,15 +268,20 @@ def train_reward_model(rm: RewardModel, data: tuple[Sequence, Sequence | None], 
         rng.shuffle(order)
         for start in range(0, len(order), cfg.batch_prompts):
             batch = [train_comparisons[i] for i in order[start:start + cfg.batch_prompts]]
-            rewards, rankings = comparison_batch(rm, tokenizer, batch)     # (N, K), (N, K)
-            loss, accuracy = pairwise_loss(rewards, rankings)
+            mine = distributed.shard(batch)   # this process's prompts (all of them in one process)
+            # a process left without a prompt scores one at weight 0: DDP needs every process's backward
+            with distributed.autocast(device):
+                rewards, rankings = comparison_batch(ddp_rm, tokenizer, mine or batch[:1])   # (N, K), (N, K)
+            loss, accuracy = pairwise_loss(rewards.float(), rankings)
+            loss = distributed.scale_for_mean(loss, len(mine), len(batch))   # the batch's mean gradient
+            accuracy = distributed.all_reduce_mean(distributed.scale_for_mean(accuracy, _pairs(mine), _pairs(batch)))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(rm.parameters(), cfg.grad_clip)
             optimizer.step()
             step += 1
-            stats = {"loss": loss.item(), "accuracy": accuracy.item()}
+            stats = {"loss": distributed.all_reduce_mean(loss.detach()).item(), "accuracy": accuracy.item()}
             for key in ("step", "loss", "accuracy"):
                 history[key].append(step if key == "step" else stats[key])
             bar.update(1)
@@ -264,7 +292,12 @@ def train_reward_model(rm: RewardModel, data: tuple[Sequence, Sequence | None], 
                 callback(step, stats)
     bar.close()
     rm.eval()
-    return rm, history
+    return rm, distributed.broadcast_object(history)   # every process returns the main process's history
+
+
+def _pairs(comparisons: Sequence) -> int:
+    """How many pairs the comparisons hold: Σ C(K_n, 2), the accuracy's denominator."""
+    return sum(c.k * (c.k - 1) // 2 for c in comparisons)
 
 
 @torch.no_grad()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from minirlhf import distributed
 from minirlhf.model import GPT, make_optimizer, pad_right
 from minirlhf.pretrain import causal_lm_loss, cosine_lr, optimizer_step
 from minirlhf.tokenizer import encode_chat_prompt
@@ -34,6 +35,21 @@ class SFTConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     seed: int = 0
+
+    def __post_init__(self):
+        """Every number in its range, or a ValueError naming the field and the range (before any training)."""
+        for name, low in (("epochs", 0), ("batch_size", 1)):   # 0 epochs: the pre-trained model, as "SFT"
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"SFTConfig.{name}={value!r}: give an integer ≥ {low}")
+        for name, strict in (("lr", True), ("grad_clip", True), ("weight_decay", False)):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and (value > 0 if strict else value >= 0)):
+                raise ValueError(f"SFTConfig.{name}={value!r}: give a finite number {'>' if strict else '≥'} 0")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"SFTConfig.min_lr_ratio={self.min_lr_ratio!r}: give a number in [0, 1]")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"SFTConfig.dropout={self.dropout!r}: give a probability in [0, 1)")
 
 
 def sft_example(tokenizer, prompt, response: str, ended: bool = True) -> tuple[list[int], list[int]]:
@@ -89,6 +105,8 @@ def train_sft(model: GPT, data: tuple[list, list | None], cfg: SFTConfig, *, tok
     callback(epoch, stats) after every epoch (and for epoch 0, the starting point); stats: val_loss, score.
     history: step, train_loss (per step); epoch, val_loss, score, seconds, selected (per epoch, epoch 0 = the
     model before fine-tuning; `selected` is True for the kept epoch only).
+    Under torchrun (minirlhf.distributed) each process trains on its share of every batch and only the main one
+    validates and calls eval_fn; every process keeps the epoch that its scores select.
     """
     pair_of_lists = isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], str)
     if not pair_of_lists or (data[0] and isinstance(data[0][0], str)):
@@ -100,6 +118,8 @@ def train_sft(model: GPT, data: tuple[list, list | None], cfg: SFTConfig, *, tok
     device = next(model.parameters()).device
     train = [sft_example(tokenizer, p, r) for p, r in demonstrations]
     val = [sft_example(tokenizer, p, r) for p, r in val_demonstrations] if val_demonstrations else None
+    ddp_model = distributed.wrap(model)   # the model itself in one process; DistributedDataParallel under torchrun
+    main = distributed.is_main()          # the process that validates and shows progress
     generator = torch.Generator().manual_seed(cfg.seed)
     optimizer = make_optimizer([(model, cfg.lr)], cfg.weight_decay)
     total_steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
@@ -107,8 +127,8 @@ def train_sft(model: GPT, data: tuple[list, list | None], cfg: SFTConfig, *, tok
     snapshots, step, start = [], 0, time.perf_counter()
 
     def record_epoch(epoch: int) -> None:
-        stats = {"val_loss": validation_loss(model, tokenizer, val) if val else float("nan"),
-                 "score": float(eval_fn(model)) if eval_fn else float("nan")}
+        stats = {"val_loss": validation_loss(model, tokenizer, val) if val and main else float("nan"),
+                 "score": float(eval_fn(model)) if eval_fn and main else float("nan")}
         for key, value in (("epoch", epoch), *stats.items(), ("seconds", time.perf_counter() - start)):
             history[key].append(value)
         snapshots.append(copy.deepcopy(model.state_dict()))
@@ -116,28 +136,38 @@ def train_sft(model: GPT, data: tuple[list, list | None], cfg: SFTConfig, *, tok
             callback(epoch, stats)
 
     record_epoch(0)   # the starting point: the pre-trained model
-    for epoch in tqdm(range(1, cfg.epochs + 1), desc="SFT", disable=not progress):
+    for epoch in tqdm(range(1, cfg.epochs + 1), desc="SFT", disable=not (progress and main)):
         model.train()
         model.set_dropout(cfg.dropout)
         order = torch.randperm(len(train), generator=generator).tolist()
         for i in range(0, len(order), cfg.batch_size):
             lr = cosine_lr(step, total_steps, cfg.lr, cfg.lr * cfg.min_lr_ratio)
-            ids, labels, mask = collate([train[j] for j in order[i:i + cfg.batch_size]], tokenizer.pad_token_id,
-                                        model.config.block_size)
-            loss = masked_sft_loss(model, ids.to(device), labels.to(device), mask.to(device))
+            batch = [train[j] for j in order[i:i + cfg.batch_size]]
+            mine = distributed.shard(batch)   # this process's examples (all of them in one process)
+            # a process left without an example trains on one at weight 0: DDP needs every process's backward
+            ids, labels, mask = collate(mine or batch[:1], tokenizer.pad_token_id, model.config.block_size)
+            with distributed.autocast(device):
+                loss = masked_sft_loss(ddp_model, ids.to(device), labels.to(device), mask.to(device))
+            loss = distributed.scale_for_mean(loss, _targets(mine), _targets(batch))   # the batch's mean gradient
             optimizer_step(model, optimizer, loss, lr, cfg.grad_clip, f"SFT epoch {epoch}, step {step}")
             history["step"].append(step)
-            history["train_loss"].append(loss.item())
+            history["train_loss"].append(distributed.all_reduce_mean(loss.detach()).item())
             step += 1
         model.set_dropout(model.config.dropout)
         model.eval()
         record_epoch(epoch)
 
+    history = distributed.broadcast_object(history)   # the main process's scores select the epoch everywhere
     best = _best_epoch(history, cfg.epochs, by_score=eval_fn is not None, by_val_loss=val is not None)
     history["selected"] = [e == best for e in range(len(snapshots))]
     model.load_state_dict(snapshots[best])
     model.eval()
     return model, history
+
+
+def _targets(examples: list[tuple[list[int], list[int]]]) -> int:
+    """How many response tokens (labels other than −100) the examples have: the loss's denominator."""
+    return sum(sum(label != -100 for label in labels) for _, labels in examples)
 
 
 def _best_epoch(history: dict, epochs: int, by_score: bool, by_val_loss: bool) -> int:

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from minirlhf.__main__ import build_parser, main, parse_seeds
@@ -60,3 +62,25 @@ def test_seed_and_seeds_together_are_refused(tmp_path, capsys):
 def test_ship_refuses_an_unfinished_run(tmp_path, capsys):
     assert main(["ship", str(tmp_path), "--data", str(tmp_path / "data")]) == 2
     assert "not a finished run" in capsys.readouterr().err
+
+
+def test_help_documents_the_exit_codes(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for code, meaning in (("0", "done"), ("1", "failed while running"), ("2", "the command line or its input"),
+                          ("130", "interrupted")):
+        assert re.search(rf"^\s+{code}\s+{meaning}", out, re.M), code
+
+
+def test_steps_zero_is_refused_not_read_as_the_default(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain", "--preset", "smoke", "--steps", "0", "--out", "/tmp/never"])
+    assert exit_info.value.code == 2
+    assert "argument --steps: 0 is out of range; give an integer ≥ 1" in capsys.readouterr().err
+
+
+def test_a_seed_too_large_for_torch_is_refused():
+    with pytest.raises(ValueError, match="at most 4294967295"):
+        parse_seeds(f"0,{2**32}")

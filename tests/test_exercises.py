@@ -204,3 +204,31 @@ def test_check_win_rate_names_the_mistake():
     fails_with(ex.check_win_rate, lambda s, b: sum(x >= y for x, y in zip(s, b)) / len(s), "as full wins")
     fails_with(ex.check_win_rate, lambda s, b: sum(x > y for x, y in zip(s, b)) + 0.5 * sum(x == y for x, y in zip(s, b)),
                "FRACTION")
+
+
+# ---- 10 DPO loss --------------------------------------------------------------------------------------------------
+
+
+def dpo(lw, ll, rw, rl, beta, with_ref=True, beta_inside=True, reduce=torch.mean, logsig=F.logsigmoid):
+    margin = (lw - rw) - (ll - rl) if with_ref else lw - ll
+    return -reduce(logsig(beta * margin)) if beta_inside else -beta * reduce(logsig(margin))
+
+
+def test_check_dpo_loss_names_the_mistake():
+    fails_with(ex.check_dpo_loss, lambda lw, ll, rw, rl, b: dpo(ll, lw, rl, rw, b), "sign is flipped")
+    fails_with(ex.check_dpo_loss, lambda lw, ll, rw, rl, b: dpo(lw, ll, rw, rl, b, with_ref=False),
+               "reference model is missing")
+    fails_with(ex.check_dpo_loss, lambda lw, ll, rw, rl, b: dpo(lw, ll, rw, rl, b, beta_inside=False), "INSIDE")
+    fails_with(ex.check_dpo_loss, lambda lw, ll, rw, rl, b: dpo(lw, ll, rw, rl, b, reduce=torch.sum), "SUM over pairs")
+    naive = lambda lw, ll, rw, rl, b: dpo(lw, ll, rw, rl, b, logsig=lambda x: torch.log(torch.sigmoid(x)))
+    fails_with(ex.check_dpo_loss, naive, "F.logsigmoid")
+    fails_with(ex.check_dpo_loss, lambda *a: dpo(*a).detach(), "no gradient")
+
+
+def test_reference_dpo_loss_by_hand():
+    # r̂_w = 0.5·(−3 + 4) = 0.5, r̂_l = 0.5·(−5 + 4.5) = −0.25: −log σ(0.75); and π = π_ref gives log 2
+    got = ex.reference_dpo_loss(torch.tensor([-3.0]), torch.tensor([-5.0]), torch.tensor([-4.0]),
+                                torch.tensor([-4.5]), beta=0.5)
+    assert got.item() == pytest.approx(math.log1p(math.exp(-0.75)))
+    same = torch.tensor([-7.0, -2.0])
+    assert ex.reference_dpo_loss(same, same.flip(0), same, same.flip(0), beta=0.1).item() == pytest.approx(math.log(2))

@@ -33,7 +33,7 @@ def ids(B, T, seed=1):
 # ---- config ----------------------------------------------------------------------------------------------------
 
 def test_presets_and_get_config():
-    assert set(PRESETS) == {"tiny", "course"}
+    assert set(PRESETS) == {"tiny", "course", "gpu"}
     assert get_config("course", dropout=0.1).dropout == 0.1
     assert PRESETS["course"].dropout == 0.0  # presets are not mutated by overrides
     with pytest.raises(ValueError, match="valid names are.*course.*tiny"):

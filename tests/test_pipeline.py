@@ -138,7 +138,7 @@ def test_seeds_aggregate_and_ship_the_first_seed(smoke_run, tmp_path, capsys):
     assert agg["seeds"] == [0] and agg["claims"]["ppo_win"]["values"] == {"0": metrics["claims"]["ppo_win"]}
     assert json.loads((tmp_path / "runs" / "metrics.json").read_text()) == json.loads(json.dumps(agg))
     assert "seed-0/report.md" in (tmp_path / "runs" / "report.md").read_text()
-    written = ship_run(tmp_path / "runs", tmp_path / "data")
+    written = ship_run(tmp_path / "runs", tmp_path / "data", preset="smoke")
     assert (tmp_path / "data" / "run" / "seeds.json").exists() and (tmp_path / "data" / "run" / "seeds.md").exists()
     assert json.loads((tmp_path / "data" / "run" / "metrics.json").read_text())["seed"] == 0   # seed 0's own
     assert tmp_path / "data" / "checkpoints" / "ppo" in written

@@ -253,3 +253,18 @@ def test_save_figure_writes_a_png_atomically(tmp_path):
 def test_bad_input_raises_a_clear_value_error(call, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         call()
+
+
+def test_saved_figures_are_as_readable_as_the_other_outputs(tmp_path):
+    import os
+
+    import matplotlib.pyplot as plt
+
+    from minirlhf.course.plots import save_figure
+
+    fig = plt.figure()
+    path = save_figure(fig, tmp_path / "figure.png")
+    plt.close(fig)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~umask   # not mkstemp's 0600

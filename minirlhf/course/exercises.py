@@ -15,6 +15,7 @@ it. Worked solutions live apart, in solutions/ (one file per exercise; see solut
     07        check_policy_loss      policy_loss(logp, old_logp, advantages, mask, clip_range) -> clipped loss
     08        check_k3               k3(logp, ref_logp) -> per-token (r − 1) − log r, r = π_SFT/π_RL
     09        check_win_rate         win_rate(scores, baseline) -> fraction of wins, ties count half
+    10        check_dpo_loss         dpo_loss(logp_w, logp_l, ref_logp_w, ref_logp_l, beta) -> −mean log σ(β·Δ)
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ EXERCISES = [  # (notebook, check, function the learner writes, solution file)
     ("07", "check_policy_loss", "policy_loss", "solutions/ex07_policy_loss.py"),
     ("08", "check_k3", "k3", "solutions/ex08_k3.py"),
     ("09", "check_win_rate", "win_rate", "solutions/ex09_win_rate.py"),
+    ("10", "check_dpo_loss", "dpo_loss", "solutions/ex10_dpo_loss.py"),
 ]
 
 
@@ -506,6 +508,69 @@ def check_win_rate(fn) -> None:
     _ok("win_rate matches minirlhf.evaluate.win_rate on 5 inputs (ties, all ties, a single prompt, all losses)")
 
 
+# ------------------------------------------------------------------------------------------------------------------
+# 10  the DPO loss
+
+
+def reference_dpo_loss(logp_w, logp_l, ref_logp_w, ref_logp_l, beta: float) -> torch.Tensor:
+    """The package's DPO loss (dpo.dpo_loss) on B pairs, each a prompt with K = 2 answers, the winner first."""
+    from minirlhf.dpo import dpo_loss
+
+    logp, ref_logp = torch.stack([logp_w, logp_l], dim=1), torch.stack([ref_logp_w, ref_logp_l], dim=1)   # (B, 2)
+    rankings = torch.tensor([[0, 1]]).expand(len(logp_w), 2)                                           # y_w first
+    return dpo_loss(logp, ref_logp, rankings, beta)[0]
+
+
+def _dpo_cases():
+    for i, (B, beta, spread) in enumerate([(6, 0.1, 3.0), (1, 0.5, 2.0), (16, 2.0, 1.0), (5, 0.1, 0.0)]):
+        g = torch.Generator().manual_seed(1000 + i)
+        ref_w, ref_l = (-torch.rand(B, generator=g) * 20 - 2 for _ in range(2))   # summed log-probs of answers
+        logp_w, logp_l = (ref + torch.randn(B, generator=g) * spread for ref in (ref_w, ref_l))
+        note = "π = π_ref: the loss must be log 2" if spread == 0 else f"log-ratios of spread {spread}"
+        yield f"B = {B} pairs, beta = {beta} ({note})", (logp_w, logp_l, ref_w, ref_l), beta
+    logp_w, logp_l = torch.tensor([-400.0, -3.0]), torch.tensor([-2.0, -3.5])   # the winner made 398 nats less likely
+    yield "a gap of 199 in β·Δ (log σ must not underflow)", (logp_w, logp_l, torch.full((2,), -3.0),
+                                                               torch.full((2,), -3.0)), 0.5
+
+
+def check_dpo_loss(fn) -> None:
+    """fn(logp_w, logp_l, ref_logp_w, ref_logp_l, beta), each (B,) log π(y|x) summed over an answer's tokens ->
+    −mean_pairs log σ(β·[(logp_w − ref_logp_w) − (logp_l − ref_logp_l)]), a scalar."""
+    for case, (lw, ll, rw, rl), beta in _dpo_cases():
+        expected = reference_dpo_loss(lw, ll, rw, rl, beta)
+        margin = (lw - rw) - (ll - rl)   # (B,) log-ratio of the winner minus the loser's
+        mistakes = [
+            (-F.logsigmoid(-beta * margin).mean(), "the sign is flipped: the implicit reward is β·log(π/π_ref) = "
+             "β·(logp − ref_logp), the POLICY minus the reference, and the loss is −log σ(r̂_w − r̂_l), winner minus "
+             "loser"),
+            (-F.logsigmoid(beta * (lw - ll)).mean(), "the reference model is missing: DPO compares log-RATIOS "
+             "log π(y|x) − log π_ref(y|x), not the policy's log-probs alone (Z(x) cancels, π_ref does not)"),
+            (-F.logsigmoid(margin).mean(), "β is missing: the implicit reward is β·log(π/π_ref), so multiply the "
+             "margin by β inside the sigmoid"),
+            (-beta * F.logsigmoid(margin).mean(), "β belongs INSIDE the sigmoid: −log σ(β·Δ), not −β·log σ(Δ)"),
+            (-F.logsigmoid(beta * margin).sum(), "it looks like a SUM over pairs; the loss is the MEAN over pairs"),
+            (-F.logsigmoid(beta * ((lw - rw).exp() - (ll - rl).exp())).mean(), "the implicit reward uses the LOG "
+             "ratio β·(logp − ref_logp), not the ratio π/π_ref itself"),
+        ]
+        got = _call(fn, case, lw, ll, rw, rl, beta)
+        if isinstance(got, torch.Tensor) and not torch.isfinite(got).all():
+            raise AssertionError(f"your loss is {_fmt(got.detach())} for {case}; log(sigmoid(x)) underflows for "
+                                 "large margins: use F.logsigmoid(beta * margin)")
+        if isinstance(got, torch.Tensor) and got.numel() == len(lw) > 1:
+            raise AssertionError(f"your loss has shape {tuple(got.shape)}, one value per pair, for {case}; return one "
+                                 "number: the mean over the pairs")
+        _compare(got, expected, "loss", case, mistakes,
+                 "loss = −mean over pairs of log σ(β·[(logp_w − ref_logp_w) − (logp_l − ref_logp_l)])")
+    lw = torch.tensor([-5.0, -7.0], requires_grad=True)
+    loss = _call(fn, "logp_w that requires grad", lw, torch.tensor([-6.0, -6.0]), torch.tensor([-5.5, -6.5]),
+                 torch.tensor([-6.0, -6.0]), 0.1)
+    if not (isinstance(loss, torch.Tensor) and loss.requires_grad):
+        raise AssertionError("your loss carries no gradient w.r.t. the policy's log-probs: compute it with torch ops "
+                             "(no .item(), .detach() or numpy), or the policy cannot learn from it")
+    _ok("dpo_loss matches minirlhf.dpo.dpo_loss (K = 2) on 5 batches, including π = π_ref (log 2) and a margin of "
+        "199, and keeps its gradient")
+
+
 __all__ = ["EXERCISES", "check_attention", "check_causal_lm_loss", "check_few_shot_prompt", "check_sft_labels",
-           "check_pairwise_loss", "check_gae", "check_policy_loss", "check_k3", "check_win_rate", "parse_episode",
-           "reference_k3"]
+           "check_pairwise_loss", "check_gae", "check_policy_loss", "check_k3", "check_win_rate", "check_dpo_loss",
+           "parse_episode", "reference_dpo_loss", "reference_k3"]

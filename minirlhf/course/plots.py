@@ -22,6 +22,8 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from minirlhf import distributed
+
 # One colour per policy, everywhere in the course.
 POLICY_COLORS = {
     "pretrained": "tab:gray",
@@ -64,17 +66,25 @@ def policy_color(name: str) -> str | None:
 
 
 def save_figure(fig: Figure, path) -> Path:
-    """Write `fig` as a PNG (dpi 110) atomically: to a temp file in the same folder, then os.replace."""
+    """Write `fig` as a PNG (dpi 110) atomically: to a temp file in the same folder, then os.replace.
+    Under torchrun only the main process writes; the others wait until it has."""
     path = Path(path)
+    if not distributed.is_main():
+        distributed.barrier()
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
     os.close(fd)
     try:
         fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600; a figure is as readable as the other outputs
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    distributed.barrier()
     return path
 
 
@@ -499,4 +509,42 @@ def plot_alignment_tax(summary: dict, ax=None) -> Figure:
     ax.axhline(0.5, color="gray", ls=":", lw=1, label="tie with SFT")
     _finish(ax, "Alignment tax: win rate vs pre-training loss", "pre-training validation loss (nats/token)",
             "win rate vs SFT (fraction)")
+    return fig
+
+
+# ---- DPO ---------------------------------------------------------------------------------------------------------
+
+
+def plot_dpo_history(history: dict, smooth: int = 5, axes=None) -> Figure:
+    """A DPO run (dpo.train_dpo's history): the implicit reward r̂ = β·log(π/π_ref) of the chosen and the rejected
+    answers and their margin, the pairwise accuracy of r̂, and the loss against log 2 (π = π_ref); x = Adam step.
+    Training curves are smoothed over `smooth` steps; validation points are markers."""
+    _require("DPO history", history, ("step", "loss", "accuracy", "chosen", "rejected", "margin"))
+    _same_length("DPO history", **{k: history[k] for k in ("step", "loss", "accuracy", "chosen", "rejected", "margin")})
+    val = bool(history.get("val_step"))
+    if axes is None:
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
+    if len(np.ravel(axes)) != 3:
+        raise ValueError(f"plot_dpo_history draws 3 panels (implicit reward, accuracy, loss); got {len(np.ravel(axes))} axes")
+    fig = np.ravel(axes)[0].figure
+    ax_r, ax_acc, ax_loss = np.ravel(axes)
+    step = history["step"]
+    for key, color in (("chosen", "tab:green"), ("rejected", "tab:red"), ("margin", "black")):
+        ax_r.plot(step, _smooth(history[key], smooth), color=color, label=key)
+        if val:
+            ax_r.plot(history["val_step"], history[f"val_{key}"], "o", color=color, ms=5)
+    ax_r.axhline(0, color="gray", lw=0.8)
+    _finish(ax_r, "implicit reward r̂ = β·log(π/π_ref)", "DPO step", "mean r̂ over pairs (reward units)")
+    ax_acc.plot(step, _smooth(history["accuracy"], smooth), color="tab:red", label="train")
+    if val:
+        ax_acc.plot(history["val_step"], history["val_accuracy"], "o", color="tab:red", ms=5, label="val")
+    ax_acc.set_ylim(-0.02, 1.02)
+    _finish(ax_acc, "pairs where r̂_w > r̂_l", "DPO step", "accuracy (fraction of pairs)")
+    ax_loss.plot(step, _smooth(history["loss"], smooth), color="tab:red", label="train")
+    if val:
+        ax_loss.plot(history["val_step"], history["val_loss"], "o", color="tab:red", ms=5, label="val")
+    ax_loss.axhline(math.log(2), color="gray", ls=":", lw=1, label="log 2 (π = π_ref)")
+    _finish(ax_loss, "DPO loss", "DPO step", "−log σ(r̂_w − r̂_l) (nats)")
+    fig.suptitle("DPO training: the implicit reward of the chosen and the rejected answers"
+                 + (" (lines: training batches, smoothed; dots: held-out comparisons)" if val else ""))
     return fig
