@@ -29,6 +29,7 @@ Plumbing around the stages:
     pipeline     every stage into one run folder (`python -m minirlhf pipeline`)
     runfolder    a run folder's manifest (run.json), lock and checksums: what --resume trusts
     distributed  torchrun data parallelism (one process: a no-op)
+    validate     the configs' range checks (a bad number fails before any training)
     report       the run's report card (report.md, figures) and README's results section
     __main__     the command line (`python -m minirlhf --help`)
 

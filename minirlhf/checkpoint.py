@@ -94,6 +94,13 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
         distributed.barrier()
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
+    replace_text(path, text)
+    distributed.barrier()   # (nothing in a plain run) the others may read it now
+    return path
+
+
+def replace_text(path: Path, text: str) -> None:
+    """The atomic write itself, in this process only: a temp file beside `path`, fsynced, then os.replace."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         _write_text(tmp, text)
@@ -101,8 +108,6 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    distributed.barrier()   # (nothing in a plain run) the others may read it now
-    return path
 
 
 def _fsync(path: Path) -> None:

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from minirlhf.model import last_token_index, make_optimizer, response_logits, response_values, token_logprobs
+from minirlhf.validate import check_integers, check_numbers
 
 # ----------------------------------------------------------------------------------------------------------------
 # Configuration
@@ -72,22 +73,10 @@ class PPOConfig:
 
     def __post_init__(self):
         """Every number in its range, or a ValueError naming the field and the range (before any rollout)."""
-        for name, low in (("iterations", 1), ("batch_size", 1), ("max_new_tokens", 1), ("ppo_epochs", 1),
-                          ("minibatches", 1), ("kl_horizon", 1), ("ptx_batch_size", 1), ("ptx_seq_len", 2)):
-            value = getattr(self, name)
-            if value is None and name == "ptx_seq_len":
-                continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"PPOConfig.{name}={value!r}: give an integer ≥ {low}")
-        for name, strict in (("lr", True), ("value_lr", True), ("adam_eps", True), ("clip_range", True),
-                             ("clip_range_value", True), ("target_kl", True), ("grad_clip", True), ("vf_coef", False),
-                             ("init_kl_coef", False), ("ptx_coef", False), ("missing_eos_penalty", None)):
-            value = getattr(self, name)
-            if value is None and name in ("value_lr", "missing_eos_penalty"):
-                continue
-            if not (math.isfinite(value) and (strict is None or (value > 0 if strict else value >= 0))):
-                allowed = "" if strict is None else f" {'>' if strict else '≥'} 0"
-                raise ValueError(f"PPOConfig.{name}={value!r}: give a finite number{allowed}")
+        check_integers(self, iterations=1, batch_size=1, max_new_tokens=1, ppo_epochs=1, minibatches=1,
+                       kl_horizon=1, ptx_batch_size=1, ptx_seq_len=2)   # ptx_seq_len None: the model's context
+        check_numbers(self, lr=">", value_lr=">", adam_eps=">", clip_range=">", clip_range_value=">", target_kl=">",
+                      grad_clip=">", vf_coef="≥", init_kl_coef="≥", ptx_coef="≥", missing_eos_penalty="finite")
         for name in ("gamma", "lam"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"PPOConfig.{name}={getattr(self, name)!r}: give a number in [0, 1]")

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from minirlhf import distributed
 from minirlhf.model import GPT, make_optimizer, token_logprobs
+from minirlhf.validate import check_integers, check_numbers
 
 
 @dataclass
@@ -47,18 +48,8 @@ class PretrainConfig:
 
     def __post_init__(self):
         """Every number in its range, or a ValueError naming the field and the range (before any training)."""
-        for name, low in (("steps", 1), ("tokens_per_step", 1), ("warmup_steps", 0), ("eval_every", 1),
-                          ("eval_batches", 1), ("probe_every", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"PretrainConfig.{name}={value!r}: give an integer ≥ {low}")
-        for name, strict in (("lr", True), ("grad_clip", True), ("min_lr", False), ("weight_decay", False),
-                             ("max_seconds", True)):
-            value = getattr(self, name)
-            if value is None and name == "max_seconds":
-                continue
-            if not (math.isfinite(value) and (value > 0 if strict else value >= 0)):
-                raise ValueError(f"PretrainConfig.{name}={value!r}: give a finite number {'>' if strict else '≥'} 0")
+        check_integers(self, steps=1, tokens_per_step=1, warmup_steps=0, eval_every=1, eval_batches=1, probe_every=1)
+        check_numbers(self, lr=">", grad_clip=">", min_lr="≥", weight_decay="≥", max_seconds=">")
         if not (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)):
             raise ValueError(f"PretrainConfig.betas={self.betas!r}: give Adam's (β1, β2), each in [0, 1)")
 

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from minirlhf import distributed
 from minirlhf.model import GPT, GPTConfig, last_token_index, make_optimizer, pad_right
 from minirlhf.tokenizer import encode_chat_prompt
+from minirlhf.validate import check_integers, check_numbers
 
 # ----------------------------------------------------------------------------------------------------------
 # The model
@@ -195,14 +196,8 @@ class RewardConfig:
 
     def __post_init__(self):
         """Every number in its range, or a ValueError naming the field and the range (before any training)."""
-        for name, low in (("epochs", 1), ("batch_prompts", 1), ("eval_every", 0), ("eval_batch_prompts", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"RewardConfig.{name}={value!r}: give an integer ≥ {low}")
-        for name, strict in (("lr", True), ("head_lr_mult", False), ("weight_decay", False), ("grad_clip", False)):
-            value = getattr(self, name)   # grad_clip 0: no clipping
-            if not (math.isfinite(value) and (value > 0 if strict else value >= 0)):
-                raise ValueError(f"RewardConfig.{name}={value!r}: give a finite number {'>' if strict else '≥'} 0")
+        check_integers(self, epochs=1, batch_prompts=1, eval_every=0, eval_batch_prompts=1)
+        check_numbers(self, lr=">", head_lr_mult="≥", weight_decay="≥", grad_clip="≥")   # grad_clip 0: no clipping
 
 
 def comparison_batch(rm: RewardModel, tokenizer, comparisons: Sequence) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,6 +35,7 @@ import shutil
 from pathlib import Path
 
 import minirlhf
+from minirlhf.checkpoint import replace_text
 
 MANIFEST, LOCK, METRICS = "run.json", "run.lock", "metrics.json"
 FORMAT, VERSION = "minirlhf-run", 1
@@ -293,17 +294,7 @@ class RunFolder:
         """Write run.json atomically (a temporary file, then a rename): a crash never leaves half of it."""
         if not self.writes:   # a torchrun process other than 0
             return
-        path, text = self.folder / MANIFEST, json.dumps(self.manifest, indent=1, default=float) + "\n"
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        replace_text(self.folder / MANIFEST, json.dumps(self.manifest, indent=1, default=float) + "\n")
 
     def close(self) -> None:
         if self._lock is not None:

@@ -23,6 +23,7 @@ from minirlhf import distributed
 from minirlhf.model import GPT, make_optimizer, pad_right
 from minirlhf.pretrain import causal_lm_loss, cosine_lr, optimizer_step
 from minirlhf.tokenizer import encode_chat_prompt
+from minirlhf.validate import check_integers, check_numbers
 
 
 @dataclass
@@ -38,14 +39,8 @@ class SFTConfig:
 
     def __post_init__(self):
         """Every number in its range, or a ValueError naming the field and the range (before any training)."""
-        for name, low in (("epochs", 0), ("batch_size", 1)):   # 0 epochs: the pre-trained model, as "SFT"
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"SFTConfig.{name}={value!r}: give an integer ≥ {low}")
-        for name, strict in (("lr", True), ("grad_clip", True), ("weight_decay", False)):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and (value > 0 if strict else value >= 0)):
-                raise ValueError(f"SFTConfig.{name}={value!r}: give a finite number {'>' if strict else '≥'} 0")
+        check_integers(self, epochs=0, batch_size=1)   # 0 epochs: the pre-trained model, as "SFT"
+        check_numbers(self, lr=">", grad_clip=">", weight_decay="≥")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"SFTConfig.min_lr_ratio={self.min_lr_ratio!r}: give a number in [0, 1]")
         if not 0 <= self.dropout < 1:
