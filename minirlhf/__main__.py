@@ -1,4 +1,4 @@
-"""The command line: `python -m minirlhf {data,pretrain,sample,pipeline,ship} --help`.
+"""The command line: `python -m minirlhf {data,pretrain,sample,pipeline,ship,compare} --help`.
 
 Every number is checked as it is parsed (the allowed range is in the message), and every check that costs nothing
 (paths writable, folders empty or ours) runs before any training. Errors are one line, `error: ...`; the exit
@@ -71,6 +71,24 @@ def _text(text: str) -> str:
 
 
 SEED = _integer(0, MAX_SEED)
+
+
+def _list(item):
+    """An argument type: comma-separated values, each parsed (and range-checked) by `item`."""
+    def parse(text: str) -> tuple:
+        return tuple(item(part.strip()) for part in text.split(","))
+    return parse
+
+
+def _choices(allowed: tuple):
+    """An argument type: comma-separated names, each one of `allowed`."""
+    def parse(text: str) -> tuple:
+        names = tuple(part.strip() for part in text.split(","))
+        unknown = [name for name in names if name not in allowed]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {unknown}; choose from {','.join(allowed)}")
+        return names
+    return parse
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -181,6 +199,12 @@ def _cmd_ship(args) -> None:
     print(f"shipped {len(written)} checkpoints and files from {args.run} to {args.data}/")
 
 
+def _cmd_compare(args) -> None:
+    from minirlhf import compare
+
+    compare.main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m minirlhf", epilog=EXIT_CODES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -238,6 +262,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", nargs="?", default="runs/course", help="run folder (default runs/course)")
     p.add_argument("--data", default="data", help="data folder of the repository (default data)")
     p.set_defaults(func=_cmd_ship, interrupted="data/ is as it was before")
+
+    methods = ("ppo", "ppo_ptx", "dpo", "grpo", "rloo", "best_of_n")   # compare.METHODS (torch-free here)
+    p = sub.add_parser("compare", help="beyond PPO: PPO, PPO-ptx, DPO, GRPO, RLOO and best-of-n from the same SFT "
+                       "model, judged by the gold labeler (methods.json, methods.png)")
+    p.add_argument("run", help="a finished run folder with comparisons_round*.jsonl (and sft/, rm/ unless "
+                   "--checkpoints), e.g. runs/course or data/run")
+    p.add_argument("--checkpoints", default=None, help="folder with the sft/ and rm/ checkpoints (default: the run "
+                   "folder; for the shipped run: data/checkpoints)")
+    p.add_argument("--out", default=None, help="where methods.json and methods.png go (default: the run folder)")
+    p.add_argument("--methods", type=_choices(methods), default=",".join(methods),
+                   help=f"comma-separated, from {','.join(methods)} (default: all)")
+    p.add_argument("--betas", type=_list(_number(0, above=True)), default=None,
+                   help="β values (> 0) for PPO, PPO-ptx, DPO, GRPO and RLOO (default 0.02,0.1,0.5)")
+    p.add_argument("--ns", type=_list(_integer(1)), default=None, help="n values (≥ 1) for best-of-n (default 2,4,16)")
+    p.add_argument("--samples", type=_integer(1), default=None, help="policy samples per run, ≥ 1 (default 1024)")
+    p.add_argument("--reward", default="rm", choices=("rm", "gold"),
+                   help="optimise the run's reward model (default) or the gold labeler itself (oracle runs)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of every run and of the evaluation (default 0)")
+    p.add_argument("--quick", action="store_true", help="a smoke check: one knob value per method, 64 samples")
+    p.set_defaults(func=_cmd_compare, interrupted="methods.json holds the runs that finished")
     return parser
 
 

@@ -471,34 +471,13 @@ def plot_methods(result: dict):
 # Command line: python -m minirlhf compare RUN
 
 
-def _floats(text: str) -> tuple:
-    return tuple(float(v) for v in text.split(","))
-
-
-def add_arguments(parser) -> None:
-    """The `compare` sub-command's arguments."""
-    parser.add_argument("run", help="a finished run folder with comparisons_round*.jsonl (and sft/, rm/ unless "
-                        "--checkpoints), e.g. runs/course or data/run")
-    parser.add_argument("--checkpoints", default=None, help="folder with the sft/ and rm/ checkpoints (default: the "
-                        "run folder; for the shipped run: data/checkpoints)")
-    parser.add_argument("--out", default=None, help="where methods.json and methods.png go (default: the run folder)")
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {','.join(METHODS)}")
-    parser.add_argument("--betas", default=None, help="β values for PPO, PPO-ptx, DPO, GRPO, RLOO (default 0.02,0.1,0.5)")
-    parser.add_argument("--ns", default=None, help="n values for best-of-n (default 2,4,16)")
-    parser.add_argument("--samples", type=int, default=None, help="policy samples per run (default 1024)")
-    parser.add_argument("--reward", default="rm", choices=("rm", "gold"),
-                        help="optimise the run's reward model (default) or the gold labeler itself (oracle runs)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every run and of the evaluation (default 0)")
-    parser.add_argument("--quick", action="store_true", help="a smoke check: one knob value per method, 64 samples")
-
-
 def config_from_args(args) -> CompareConfig:
-    overrides = {"methods": tuple(m.strip() for m in args.methods.split(",")), "reward": args.reward,
-                 "seed": args.seed}
+    """CompareConfig from the `compare` sub-command's arguments (parsed and range-checked in minirlhf.__main__)."""
+    overrides = {"methods": args.methods, "reward": args.reward, "seed": args.seed}
     if args.betas:
-        overrides["betas"] = _floats(args.betas)
+        overrides["betas"] = args.betas
     if args.ns:
-        overrides["ns"] = tuple(int(v) for v in args.ns.split(","))
+        overrides["ns"] = args.ns
     if args.samples:
         overrides["samples"] = args.samples
     return quick_config(**overrides) if args.quick else CompareConfig(**overrides)
@@ -512,9 +491,7 @@ def main(args) -> dict:
     return result
 
 
-if __name__ == "__main__":   # python -m minirlhf.compare RUN (until the main command line has `compare`)
-    import argparse
+if __name__ == "__main__":   # python -m minirlhf.compare RUN = python -m minirlhf compare RUN
+    from minirlhf.__main__ import main as command_line
 
-    parser = argparse.ArgumentParser(prog="python -m minirlhf.compare", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    main(parser.parse_args())
+    sys.exit(command_line(["compare", *sys.argv[1:]]))

@@ -4,7 +4,7 @@ import pytest
 
 from minirlhf.__main__ import build_parser, main, parse_seeds
 
-COMMANDS = ("data", "pretrain", "sample", "pipeline", "ship")
+COMMANDS = ("data", "pretrain", "sample", "pipeline", "ship", "compare")
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -1,6 +1,5 @@
 """The method comparison: the gold labeler as a reward model, matched budgets, and a tiny end-to-end comparison."""
 
-import argparse
 import json
 import sys
 
@@ -14,7 +13,6 @@ from minirlhf.compare import (
     CompareConfig,
     GoldReward,
     PeakMemory,
-    add_arguments,
     best_under_kl,
     config_from_args,
     draw,
@@ -98,13 +96,25 @@ def replace_grpo(**changes):
     return replace(CompareConfig().grpo, **changes)
 
 
-def test_the_command_line_arguments():
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    cfg = config_from_args(parser.parse_args(["runs/x", "--quick", "--methods", "dpo,grpo", "--betas", "0.1,0.5"]))
+def test_the_command_line_arguments(capsys):
+    from minirlhf.__main__ import build_parser, main
+
+    def parse(*argv):
+        return config_from_args(build_parser().parse_args(["compare", *argv]))
+
+    cfg = parse("runs/x", "--quick", "--methods", "dpo,grpo", "--betas", "0.1,0.5")
     assert cfg.methods == ("dpo", "grpo") and cfg.betas == (0.1, 0.5) and cfg.samples == 64
-    cfg = config_from_args(parser.parse_args(["runs/x", "--ns", "2,8", "--samples", "2048", "--reward", "gold"]))
+    cfg = parse("runs/x", "--ns", "2,8", "--samples", "2048", "--reward", "gold")
     assert cfg.ns == (2, 8) and cfg.samples == 2048 and cfg.reward == "gold" and cfg.methods == METHODS
+    for argv, message in ((["--betas", "0.1,0"], "--betas: 0 is out of range"), (["--ns", "2,x"], "'x' is not an integer"),
+                          (["--methods", "ppo,sft"], "unknown ['sft']")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["compare", "runs/x", *argv])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert main(["compare", "runs/x", "--samples", "100"]) == 2   # not a multiple of the answers per rollout
+    assert "not a multiple of ppo.batch_size" in capsys.readouterr().err
+    assert main(["compare", "runs/nope"]) == 2
+    assert "needs a finished run's SFT and RM checkpoints" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

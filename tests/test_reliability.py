@@ -302,13 +302,18 @@ def test_ship_swaps_in_the_new_run_and_keeps_what_it_does_not_own(tmp_path, ship
     data, _ = shipped_data
     (data / "checkpoints" / "dpo").mkdir()
     (data / "checkpoints" / "dpo" / "weights.bin").write_bytes(b"someone's")
+    (data / "run" / "methods.json").write_text('{"methods": {}}')   # `compare`'s, made after the first ship
     run = tmp_path / "course2"
     assert pipeline_cli(run, "--seed", "1", preset="course") == 0
     assert main(["ship", str(run), "--data", str(data)]) == 0
     assert json.loads((data / "run" / "metrics.json").read_text())["seed"] == 1
     assert load_checkpoint(data / "checkpoints" / "ppo")[2]["weights_dtype"] == "float16"
     assert (data / "run" / "notes.md").read_text() == "my notes\n"
+    assert (data / "run" / "methods.json").read_text() == '{"methods": {}}'   # the new run has none: kept
     assert (data / "checkpoints" / "dpo" / "weights.bin").read_bytes() == b"someone's"
+    (run / "methods.json").write_text('{"methods": {"dpo": []}}')   # a run with its own comparison ships it
+    assert main(["ship", str(run), "--data", str(data)]) == 0
+    assert (data / "run" / "methods.json").read_text() == '{"methods": {"dpo": []}}'
     assert (data / "world" / "corpus.jsonl").read_text() == "the world\n"
     assert not list(data.glob(".ship*"))
 

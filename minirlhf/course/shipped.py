@@ -30,6 +30,8 @@ STAGES = ("pretrained", "sft", "rm", "ppo", "ppo_ptx")   # the checkpoints shipp
 RESULT_FILES = ("metrics.json", "evaluation.json", "overoptimisation.json", "report.md", "comparisons_round1.jsonl",
                 "comparisons_round2.jsonl", "comparisons_val.jsonl")   # shipped under data/run/, with the figures (*.png)
 SEED_FILES = {"metrics.json": "seeds.json", "report.md": "seeds.md"}   # a run of several seeds: their aggregate
+COMPARE_FILES = ("methods.json", "methods.png")   # `python -m minirlhf compare`'s: shipped when the run has them,
+                                                  # otherwise the ones already in data/run are kept
 SHIPPED = ("checkpoints", "run")   # the folders of data/ that ship replaces
 OLD = ".ship-old"                  # where a swap keeps the old folders until the new ones are in place
 
@@ -142,7 +144,7 @@ def _write(run: Path, seed_files: dict, staging: Path) -> list[Path]:
         written.append(save_checkpoint(staging / "checkpoints" / name, model.half(), tokenizer, stage=name,
                                        metadata=meta))
     (staging / "run").mkdir(parents=True)
-    sources = {name: run / name for name in (*RESULT_FILES, *(p.name for p in run.glob("*.png")))}
+    sources = {name: run / name for name in (*RESULT_FILES, *COMPARE_FILES, *(p.name for p in run.glob("*.png")))}
     for name, source in {**sources, **seed_files}.items():
         if source.is_file():
             shutil.copyfile(source, staging / "run" / name)
@@ -156,6 +158,8 @@ def _ships(folder: str, name: str) -> bool:
     """Whether ship writes data/<folder>/<name> (so an old one is an earlier ship's, not to be kept)."""
     if folder == "checkpoints":
         return name in STAGES
+    if name in COMPARE_FILES:   # made by `compare`, not by the pipeline: an old one stays unless the run has one
+        return False
     return name in RESULT_FILES or name in SEED_FILES.values() or name.endswith(".png")
 
 
@@ -165,6 +169,8 @@ def _carry_over(data: Path, staging: Path) -> None:
         old = data / folder
         for entry in sorted(old.iterdir()) if old.is_dir() else ():
             if _ships(folder, entry.name) or LEFTOVER.fullmatch(entry.name):   # (a temp file of an interrupted save)
+                continue
+            if (staging / folder / entry.name).exists():   # the run's own (e.g. its methods.json) replaces the old
                 continue
             if entry.is_dir():
                 shutil.copytree(entry, staging / folder / entry.name, symlinks=True)
