@@ -156,6 +156,44 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     return total / world_size()
 
 
+def collective_device() -> torch.device:
+    """Where this process's collective tensors live: its GPU under nccl, the CPU under gloo (and in a plain run)."""
+    if is_distributed() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_reduce(value: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """The sum (op "sum") or maximum ("max") of `value` over the processes, a detached copy; `value` in a plain run."""
+    if not is_distributed():
+        return value
+    total = value.detach().clone()
+    dist.all_reduce(total, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
+    return total
+
+
+def average_gradients(*models: torch.nn.Module) -> None:
+    """After backward: every parameter's gradient replaced by its mean over the processes (what DDP does inside
+    its backward pass, written out for a loop that calls several models and their methods). Nothing in a plain run."""
+    if not is_distributed():
+        return
+    for model in models:
+        for p in model.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+                p.grad /= world_size()
+
+
+def broadcast_parameters(*models: torch.nn.Module) -> None:
+    """Rank 0's weights in every process (so that the processes start, and with average_gradients stay, equal)."""
+    if not is_distributed():
+        return
+    with torch.no_grad():
+        for model in models:
+            for p in model.parameters():
+                dist.broadcast(p.data, src=0)
+
+
 def broadcast_object(obj):
     """Rank 0's `obj` on every process (a number, a flag, a small dict); `obj` itself in a plain run."""
     if not is_distributed():

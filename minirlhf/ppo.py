@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from minirlhf import distributed
 from minirlhf.model import last_token_index, make_optimizer, response_logits, response_values, token_logprobs
 from minirlhf.validate import check_integers, check_numbers
 
@@ -196,12 +197,24 @@ def gae_advantages(
     return advantages, returns
 
 
+def global_mean_var(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(masked_mean, masked_var) of x over the real tokens of the whole batch: under torchrun, where each process
+    holds a share of the rows, over every process's tokens (two all-reduces); in a plain run, over x's."""
+    if not distributed.is_distributed():
+        return masked_mean(x, mask), masked_var(x, mask)
+    mask = mask.to(x.dtype)
+    n = distributed.all_reduce(mask.sum())                                       # tokens in the whole batch
+    mean = distributed.all_reduce((x * mask).sum()) / n.clamp(min=1)
+    return mean, distributed.all_reduce((((x - mean) ** 2) * mask).sum()) / (n - 1).clamp(min=1)
+
+
 def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
     """(x − mean) / std over the real tokens (mask == 1); shift_mean=False keeps the mean (only rescales).
 
     x, mask (B, R) -> (B, R), 0 at padding. Whitening advantages makes the step size independent of the reward scale.
+    Under torchrun the mean and std are the whole batch's (global_mean_var), as in one process.
     """
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    mean, var = global_mean_var(x, mask)
     out = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         out = out + mean
@@ -357,7 +370,7 @@ def rollout(policy, prompts: list[list[int]], cfg: PPOConfig, tokenizer, prompt_
         index = torch.randperm(len(prompts), generator=prompt_generator)[:B]
     else:  # fewer prompts than the batch: sample with replacement
         index = torch.randint(len(prompts), (B,), generator=prompt_generator)
-    index = index.tolist()
+    index = distributed.shard(index.tolist())   # under torchrun: this process's share of the B prompts
     gen = policy.generate([prompts[i] for i in index], max_new_tokens=cfg.max_new_tokens,
                           temperature=cfg.temperature, eos_token_id=tokenizer.eos_token_id,
                           pad_token_id=tokenizer.pad_token_id, generator=sample_generator, return_logprobs=True)
@@ -436,6 +449,7 @@ def update(batch: Batch, *, policy, value_model, optimizer, cfg: PPOConfig, gene
             check_finite(iteration, {"policy_loss": pg_loss.item(), "value_loss": vf_loss.item(), "loss": loss.item()})
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.average_gradients(policy, value_model)   # under torchrun: the mean over the processes' rows
             torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
             torch.nn.utils.clip_grad_norm_(value_model.parameters(), cfg.grad_clip)
             optimizer.step()
@@ -507,10 +521,11 @@ def train_ppo(policy, prompts: list[list[int]], cfg: PPOConfig, *, reference, re
                                eps=cfg.adam_eps)
     kl_ctl = (AdaptiveKLController(cfg.init_kl_coef, cfg.target_kl, cfg.kl_horizon) if cfg.adaptive_kl
               else FixedKLController(cfg.init_kl_coef))
-    cpu_gen = torch.Generator().manual_seed(cfg.seed)  # prompts, minibatch order, ptx windows
-    sample_gen = torch.Generator(device=device).manual_seed(cfg.seed)  # token sampling
+    cpu_gen = torch.Generator().manual_seed(cfg.seed)  # prompts, minibatch order, ptx windows (alike in every process)
+    sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + distributed.rank())  # token sampling
+    distributed.broadcast_parameters(policy, value_model)   # under torchrun: every process starts from rank 0's
     history: dict[str, list] = {}
-    bar = tqdm(range(cfg.iterations), desc="PPO", disable=not progress)
+    bar = tqdm(range(cfg.iterations), desc="PPO", disable=not (progress and distributed.is_main()))
     for iteration in bar:
         stats, t0 = {"beta": kl_ctl.value}, time.perf_counter()
         ro = rollout(policy, prompts, cfg, tokenizer, cpu_gen, sample_gen)  # 1. x ~ D, y ~ π_RL(·|x)
@@ -523,11 +538,12 @@ def train_ppo(policy, prompts: list[list[int]], cfg: PPOConfig, *, reference, re
                      response_length=batch.mask.sum(1).mean().item(), ended_fraction=ro.ended.float().mean().item())
         if eval_fn is not None:
             stats.update(eval_fn(ro))
+        stats = global_stats(stats)   # under torchrun: the whole batch's, so β adapts to the global KL
         stats["time_score"] = time.perf_counter() - t0
         check_finite(iteration, stats)
         t0 = time.perf_counter()
-        stats.update(update(batch, policy=policy, value_model=value_model, optimizer=optimizer, cfg=cfg,  # 6.
-                            generator=cpu_gen, pretrain_ids=pretrain_ids, iteration=iteration))
+        stats.update(global_stats(update(batch, policy=policy, value_model=value_model, optimizer=optimizer,  # 6.
+                                         cfg=cfg, generator=cpu_gen, pretrain_ids=pretrain_ids, iteration=iteration)))
         stats["time_update"] = time.perf_counter() - t0
         check_finite(iteration, stats)
         kl_ctl.update(stats["kl"], n_steps=cfg.batch_size)  # 7. adapt β towards the target KL
@@ -538,7 +554,23 @@ def train_ppo(policy, prompts: list[list[int]], cfg: PPOConfig, *, reference, re
             callback(iteration, stats)
     for model, mode in zip(models, was_training):
         model.train(mode)
-    return policy, history
+    return policy, distributed.broadcast_object(history)   # every process returns the main process's history
+
+
+def global_stats(stats: dict) -> dict:
+    """Under torchrun, the logged statistics of the whole batch: each process's value averaged over the processes
+    (their shares are equal: train_ppo checks it), logprob_gap their maximum; timings and β stay as they are."""
+    if not distributed.is_distributed():
+        return stats
+    keys = [k for k, v in stats.items() if isinstance(v, float) and not k.startswith("time_") and k != "beta"]
+    device = distributed.collective_device()
+    mean = distributed.all_reduce(torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=device))
+    gap = distributed.all_reduce(torch.tensor([stats.get("logprob_gap", 0.0)], dtype=torch.float64, device=device),
+                                 op="max")
+    out = {**stats, **{k: v / distributed.world_size() for k, v in zip(keys, mean.tolist())}}
+    if "logprob_gap" in stats:
+        out["logprob_gap"] = gap.item()
+    return out
 
 
 def _check_arguments(policy, prompts, cfg, reference, reward_model, value_model, pretrain_ids) -> None:
@@ -549,6 +581,11 @@ def _check_arguments(policy, prompts, cfg, reference, reward_model, value_model,
     if not all(isinstance(p, (list, tuple)) and p and all(isinstance(t, int) for t in p) for p in prompts):
         raise ValueError(f"prompts must be non-empty token-id lists (encode_chat_prompt(tokenizer, text)); "
                          f"got a {type(prompts[0]).__name__}")
+    shares = distributed.world_size() * cfg.minibatches
+    if distributed.is_distributed() and cfg.batch_size % shares:
+        raise ValueError(f"under torchrun each of the {distributed.world_size()} processes samples an equal share of "
+                         f"the batch and splits it into {cfg.minibatches} minibatches: batch_size = {cfg.batch_size} "
+                         f"must be a multiple of {shares}")
     longest = max(len(p) for p in prompts)
     if longest + cfg.max_new_tokens > policy.config.block_size:
         raise ValueError(

@@ -227,6 +227,102 @@ def test_gpu_two_nccl_processes_train(tmp_path):
     assert history["train_loss"][-1] < history["train_loss"][0]
 
 
+# ---- PPO across processes: each samples its share of the prompts, statistics and gradients are the batch's -------
+
+
+class CountReward(torch.nn.Module):
+    """A learnable stub r_θ: a quarter point per token of the sequence among 30 fixed token ids (as in test_ppo)."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.register_buffer("rewarded", torch.zeros(vocab_size, dtype=torch.bool))
+        self.rewarded[100:130] = True
+
+    def forward(self, idx, attention_mask=None):   # (B, T) -> (B,)
+        mask = torch.ones_like(idx) if attention_mask is None else attention_mask
+        return (self.rewarded[idx].float() * mask).sum(1) / 4
+
+
+def tiny_ppo_setup():
+    """(tokenizer, prompts, policy, reference, reward model, value model, config, a (16, 8) tensor and its mask)."""
+    from minirlhf.ppo import PPOConfig
+    from minirlhf.reward import RewardModel
+    from minirlhf.tokenizer import encode_chat_prompt, train_tokenizer
+
+    tok = train_tokenizer(SENTENCES, vocab_size=300)
+    prompts = [encode_chat_prompt(tok, t) for t in SENTENCES[:10]]
+    torch.manual_seed(0)
+    policy = GPT(get_config("tiny", vocab_size=len(tok)))
+    reference, value = GPT(get_config("tiny", vocab_size=len(tok))), RewardModel.from_gpt(policy)
+    reference.load_state_dict(policy.state_dict())
+    cfg = PPOConfig(iterations=25, batch_size=16, minibatches=2, max_new_tokens=8, lr=1e-3, init_kl_coef=0.01,
+                    adaptive_kl=True, target_kl=1.0, missing_eos_penalty=None, seed=0)
+    x = torch.randn(16, 8, generator=torch.Generator().manual_seed(1))
+    mask = (torch.rand(16, 8, generator=torch.Generator().manual_seed(2)) > 0.3).float()
+    return tok, prompts, policy, reference, CountReward(len(tok)), value, cfg, x, mask
+
+
+def ppo_across_processes() -> dict:
+    """What each process records of a PPO run and of its pieces (the worker's "ppo" mode)."""
+    from minirlhf import ppo
+
+    tok, prompts, policy, reference, rm, value, cfg, x, mask = tiny_ppo_setup()
+    first = ppo.rollout(policy, prompts, cfg, tok, torch.Generator().manual_seed(0),
+                        torch.Generator().manual_seed(0))
+    mine = distributed.shard(torch.arange(16))
+    whitened = ppo.whiten(x[mine], mask[mine])
+    policy, history = ppo.train_ppo(policy.requires_grad_(True), prompts, cfg, reference=reference, reward_model=rm,
+                                    value_model=value.requires_grad_(True), tokenizer=tok, progress=False)
+    for key in [k for k in history if k.startswith("time_")]:
+        history.pop(key)
+    return {"prompt_index": first.prompt_index, "whitened": whitened.tolist(), "history": history,
+            "weights": {k: v.detach().clone() for k, v in policy.state_dict().items()}}
+
+
+@pytest.fixture(scope="module")
+def two_process_ppo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ppo")
+    done = torchrun(str(HERE), "ppo", str(out))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return [json.loads((out / f"ppo-{r}.json").read_text()) for r in (0, 1)], \
+        [load_file(out / f"ppo-weights-{r}.safetensors") for r in (0, 1)]
+
+
+def test_ppo_across_two_processes_samples_shares_and_whitens_globally(two_process_ppo):
+    from minirlhf import ppo
+
+    (rank0, rank1), _ = two_process_ppo
+    tok, prompts, policy, _, _, _, cfg, x, mask = tiny_ppo_setup()
+    one = ppo.rollout(policy, prompts, cfg, tok, torch.Generator().manual_seed(0), torch.Generator().manual_seed(0))
+    assert rank0["prompt_index"] + rank1["prompt_index"] == one.prompt_index   # the same B prompts, split in two
+    assert len(rank0["prompt_index"]) == len(rank1["prompt_index"]) == 8
+    both = torch.tensor(rank0["whitened"] + rank1["whitened"])
+    assert torch.allclose(both, ppo.whiten(x, mask), atol=1e-6)               # the whole batch's mean and std
+
+
+def test_ppo_across_two_processes_stays_in_step_and_learns(two_process_ppo):
+    (rank0, rank1), (w0, w1) = two_process_ppo
+    assert rank0["history"] == rank1["history"]                  # one history: the batch's statistics, one β
+    for name in w0:
+        assert torch.equal(w0[name], w1[name]), name             # averaged gradients: the weights never drift apart
+    h = rank0["history"]
+    # it learns (one process, seeds 0-3: +0.35..+0.57; two processes: +0.21..+0.61, seed 0 the slowest)
+    assert sum(h["rm_reward"][-5:]) / 5 > sum(h["rm_reward"][:5]) / 5 + 0.15, h["rm_reward"]
+    assert len(set(h["beta"])) > 1                               # the adaptive controller moved, on the global KL
+    assert max(h["logprob_gap"]) < 1e-4
+
+
+def test_ppo_refuses_a_batch_the_processes_cannot_share_equally(monkeypatch):
+    from minirlhf import ppo
+
+    tok, prompts, policy, reference, rm, value, cfg, _, _ = tiny_ppo_setup()
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
+    monkeypatch.setattr(distributed, "world_size", lambda: 3)
+    with pytest.raises(ValueError, match="batch_size = 16 must be a multiple of 6"):
+        ppo.train_ppo(policy.requires_grad_(True), prompts, cfg, reference=reference, reward_model=rm,
+                      value_model=value.requires_grad_(True), tokenizer=tok, progress=False)
+
+
 # ---- the worker: this file run by torchrun ------------------------------------------------------------------------
 
 
@@ -251,6 +347,10 @@ def _worker(mode: str, out: Path) -> None:
                    "checkpoint": load_checkpoint(out / "checkpoint-from-rank-0")[0] is not None,
                    "figure": (out / "figure-from-rank-0.png").exists()}
             (out / f"rank-{rank}.json").write_text(json.dumps({"histories": histories, "saw": saw}))
+        elif mode == "ppo":
+            result = ppo_across_processes()
+            save_file(result.pop("weights"), out / f"ppo-weights-{rank}.safetensors")
+            (out / f"ppo-{rank}.json").write_text(json.dumps(result))
         elif rank == 1 and mode == "raise":
             raise ValueError("rank 1 cannot go on")
         else:
