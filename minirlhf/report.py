@@ -112,6 +112,7 @@ def aggregate(per_seed: dict) -> dict:
     first = next(iter(per_seed.values()), {})
     return {"preset": first.get("preset"), "seeds": [int(s) for s in per_seed], "claims": claims,
             "wall_seconds": {str(s): sum(m.get("wall_seconds", {}).values()) for s, m in per_seed.items()},
+            "threads": {str(s): m.get("threads") for s, m in per_seed.items()},   # wall time depends on them
             "peak_rss_mb": max((max(m.get("peak_rss_mb", {}).values(), default=0.0) for m in per_seed.values()),
                                default=0.0)}
 
@@ -142,8 +143,9 @@ def write_seeds_report(folder: Path, aggregated: dict) -> Path:
     out = [f"# minirlhf — preset `{aggregated.get('preset')}`, seeds {', '.join(map(str, seeds))}", "",
            f"A claim is met when the mean over seeds meets its target and no seed misses it by more than {TOLERANCE}.",
            "", claims_table(aggregated), "",
-           _table(["seed", "wall time (s)", "report"],
-                  [[s, aggregated["wall_seconds"][str(s)], f"[seed-{s}/report.md](seed-{s}/report.md)"] for s in seeds]),
+           _table(["seed", "wall time (s)", "torch threads", "report"],
+                  [[s, aggregated["wall_seconds"][str(s)], aggregated.get("threads", {}).get(str(s)),
+                    f"[seed-{s}/report.md](seed-{s}/report.md)"] for s in seeds]),
            "", f"Peak RSS: {aggregated['peak_rss_mb']:.0f} MB.", ""]
     return write_text_atomic(Path(folder) / "report.md", "\n".join(out))
 
