@@ -58,9 +58,11 @@ def run_ppo(course, reward_model, iterations=12, seed=0, lr=5e-5):
 def test_ppo_against_the_gold_labeler_raises_the_gold_score(course):
     sft, rm, tokenizer, world = course
     torch.manual_seed(0)
-    history = run_ppo(course, GoldReward(tokenizer, world, world.prompts("train")), lr=2e-4)   # SFT is strong: a bold step
-    first, last = sum(history["gold"][:4]) / 4, sum(history["gold"][-4:]) / 4
-    assert last > first + 0.01, f"gold score should rise under PPO: first iterations {first:.3f}, last {last:.3f}"
+    # SFT is strong: a bolder step than the course's (2e-5) and 24 iterations; 2e-4 overshoots on the shipped SFT.
+    # Measured on the shipped checkpoints: gold 0.860 over the first 6 iterations, 0.905 over the last 6.
+    history = run_ppo(course, GoldReward(tokenizer, world, world.prompts("train")), iterations=24, lr=1e-4)
+    first, last = sum(history["gold"][:6]) / 6, sum(history["gold"][-6:]) / 6
+    assert last > first + 0.02, f"gold score should rise under PPO: first iterations {first:.3f}, last {last:.3f}"
     assert history["rm_reward"] == pytest.approx(history["gold"], abs=1e-6)   # the reward is the gold score
     assert all(k >= 0 for k in history["kl_k3"])
 
