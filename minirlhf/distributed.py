@@ -151,9 +151,7 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     """The mean of `value` over the processes (a detached copy); `value` itself in a plain run."""
     if not is_distributed():
         return value
-    total = value.detach().clone()
-    dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return total / world_size()
+    return all_reduce(value) / world_size()
 
 
 def collective_device() -> torch.device:

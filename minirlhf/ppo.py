@@ -199,9 +199,8 @@ def gae_advantages(
 
 def global_mean_var(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(masked_mean, masked_var) of x over the real tokens of the whole batch: under torchrun, where each process
-    holds a share of the rows, over every process's tokens (two all-reduces); in a plain run, over x's."""
-    if not distributed.is_distributed():
-        return masked_mean(x, mask), masked_var(x, mask)
+    holds a share of the rows, the sums are over every process's tokens (all-reduces); in a plain run, over x's
+    (all_reduce is then the identity, and these are exactly masked_mean's and masked_var's operations)."""
     mask = mask.to(x.dtype)
     n = distributed.all_reduce(mask.sum())                                       # tokens in the whole batch
     mean = distributed.all_reduce((x * mask).sum()) / n.clamp(min=1)
@@ -564,12 +563,11 @@ def global_stats(stats: dict) -> dict:
         return stats
     keys = [k for k, v in stats.items() if isinstance(v, float) and not k.startswith("time_") and k != "beta"]
     device = distributed.collective_device()
-    mean = distributed.all_reduce(torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=device))
-    gap = distributed.all_reduce(torch.tensor([stats.get("logprob_gap", 0.0)], dtype=torch.float64, device=device),
-                                 op="max")
-    out = {**stats, **{k: v / distributed.world_size() for k, v in zip(keys, mean.tolist())}}
-    if "logprob_gap" in stats:
-        out["logprob_gap"] = gap.item()
+    mean = distributed.all_reduce_mean(torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=device))
+    out = {**stats, **dict(zip(keys, mean.tolist()))}
+    if "logprob_gap" in stats:   # a bound, not an average: the largest gap of any process
+        gap = torch.tensor([stats["logprob_gap"]], dtype=torch.float64, device=device)
+        out["logprob_gap"] = distributed.all_reduce(gap, op="max").item()
     return out
 
 
