@@ -151,7 +151,8 @@ def evaluate_policies(policies: dict, reward_model, tokenizer, world, val_ids: t
                       max_new_tokens: int = 24, seed: int = 0, samples_per_prompt: int = 1) -> dict:
     """Every policy on the world's held-out test prompts, `samples_per_prompt` sampled answers each (the same seed
     for all). Win rates pair the j-th answer of a policy with SFT's j-th answer to the same prompt: more samples per
-    prompt do not change what a win rate measures, only how noisy it is (150 prompts alone: ±0.04).
+    prompt do not change what a win rate measures, only how noisy it is (150 prompts alone: ±0.04). The follow-up
+    questions are asked as many times (26 follow-ups alone: ±0.09).
 
     policies: {"pretrained": gpt, "sft": gpt, ...}; "sft" is required (the baseline of win rates and KL).
     val_ids: held-out pre-training tokens (the alignment tax). Returns {"seed", "policies": {name: gold, criteria,
@@ -174,12 +175,13 @@ def evaluate_policies(policies: dict, reward_model, tokenizer, world, val_ids: t
                          "kl_to_sft": kl_to_reference(m, policies["sft"], s, T),
                          "rm_reward": float(score_responses(reward_model, tokenizer, prompts, s.texts, s.ended).mean()),
                          "pretrain_val_loss": evaluate_loss(m, val_ids, max_batches=4)}
-    chat = {name: {f"follow_up_{k}_history": follow_up_accuracy(m, tokenizer, world, test_prompts, k == "with",
+    chat = {name: {f"follow_up_{k}_history": follow_up_accuracy(m, tokenizer, world, prompts, k == "with",
                                                                   max_new_tokens=L, seed=seed)
-                   for k in ("with", "without")} for name, m in policies.items()}
-    return {"seed": seed, "temperature": T, "max_new_tokens": L, "samples_per_prompt": samples_per_prompt,
-            "policies": results,
-            "chat": {"follow_ups": sum(len(world.follow_ups(p)[1]) for p in test_prompts), "by_policy": chat},
+                   for k in ("with", "without")} for name, m in policies.items()}   # each conversation sampled
+    return {"seed": seed, "temperature": T, "max_new_tokens": L, "samples_per_prompt": samples_per_prompt,   # as
+            "policies": results,                                                   # often as each test prompt
+            "chat": {"follow_ups": sum(len(world.follow_ups(p)[1]) for p in test_prompts),
+                     "follow_ups_sampled": sum(len(world.follow_ups(p)[1]) for p in prompts), "by_policy": chat},
             "examples": [{"prompt": p.text, **{name: samples[name].texts[i] for name in policies}}
                          for i, p in enumerate(prompts[:12])]}
 

@@ -95,8 +95,9 @@ class PipelineConfig:
     icl_episodes: int = 100             # episodes per point of the in-context-learning curves
     sft: SFTConfig = field(default_factory=SFTConfig)
     comparisons: ComparisonConfig = field(default_factory=ComparisonConfig)
-    reward: RewardConfig = field(default_factory=lambda: RewardConfig(epochs=4, lr=3e-4))   # the main RM: accuracy
-    # still rises in epoch 3-4 at this scale (docs/calibration.md), unlike InstructGPT's 1 epoch
+    reward: RewardConfig = field(default_factory=lambda: RewardConfig(epochs=5, lr=3e-4))   # the main RM: accuracy
+    # still rises in epoch 3-4 at this scale and the wrong-fact probe in epoch 5 (docs/calibration.md), unlike
+    # InstructGPT's 1 epoch
     round1_reward_epochs: int = 2       # RM-1, the weaker proxy: round 1's data only, 2 passes
     ppo: PPOConfig = field(default_factory=lambda: PPOConfig(iterations=60, lr=2e-5))  # its max_new_tokens caps
     # every sampled answer (comparisons, evaluation); its ptx_coef is 0: PPO-ptx is the same run with ptx_coef below
