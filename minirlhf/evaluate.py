@@ -84,7 +84,8 @@ def _stack_batches(outs: list, pad_id: int) -> tuple[torch.Tensor, torch.Tensor,
         p, r = o.prompt_length, o.sequences.size(1) - o.prompt_length
         seq = o.sequences.new_full((o.sequences.size(0), P + R), pad_id)
         mask = o.attention_mask.new_zeros((o.sequences.size(0), P + R))
-        seq[:, P - p:P + r], mask[:, P - p:P + r] = o.sequences, o.attention_mask
+        seq[:, P - p:P + r] = o.sequences         # the prompt ends at column P in every batch
+        mask[:, P - p:P + r] = o.attention_mask
         rows.append(seq)
         masks.append(mask)
     return torch.cat(rows), torch.cat(masks), P
@@ -175,13 +176,15 @@ def evaluate_policies(policies: dict, reward_model, tokenizer, world, val_ids: t
                          "kl_to_sft": kl_to_reference(m, policies["sft"], s, T),
                          "rm_reward": float(score_responses(reward_model, tokenizer, prompts, s.texts, s.ended).mean()),
                          "pretrain_val_loss": evaluate_loss(m, val_ids, max_batches=4)}
+    # each conversation is sampled as often as each test prompt (`prompts` repeats them samples_per_prompt times)
     chat = {name: {f"follow_up_{k}_history": follow_up_accuracy(m, tokenizer, world, prompts, k == "with",
                                                                   max_new_tokens=L, seed=seed)
-                   for k in ("with", "without")} for name, m in policies.items()}   # each conversation sampled
-    return {"seed": seed, "temperature": T, "max_new_tokens": L, "samples_per_prompt": samples_per_prompt,   # as
-            "policies": results,                                                   # often as each test prompt
-            "chat": {"follow_ups": sum(len(world.follow_ups(p)[1]) for p in test_prompts),
-                     "follow_ups_sampled": sum(len(world.follow_ups(p)[1]) for p in prompts), "by_policy": chat},
+                   for k in ("with", "without")} for name, m in policies.items()}
+    follow_ups = sum(len(world.follow_ups(p)[1]) for p in test_prompts)
+    return {"seed": seed, "temperature": T, "max_new_tokens": L, "samples_per_prompt": samples_per_prompt,
+            "policies": results,
+            "chat": {"follow_ups": follow_ups, "follow_ups_sampled": follow_ups * samples_per_prompt,
+                     "by_policy": chat},
             "examples": [{"prompt": p.text, **{name: samples[name].texts[i] for name in policies}}
                          for i, p in enumerate(prompts[:12])]}
 
