@@ -8,7 +8,8 @@ run arbitrary code; (2) self-describing: the folder says which class and which c
 A checkpoint folder:
 
     model.safetensors    weights (tied weights are stored once; safetensors' save_model/load_model handle it)
-    config.json          {"format": "minirlhf-checkpoint", "version": 1, "architecture": "GPT" | "RewardModel",
+    config.json          {"format": "minirlhf-checkpoint", "version": 1,
+                          "architecture": "GPT" | "RewardModel" | "RewardEnsemble",
                           "gpt_config": {...asdict(model.config)...}, "extra": {...}}
     metadata.json        {"stage", "created" (UTC), "minirlhf_version", "tokenizer_fingerprint", + your keys
                           such as "seed" and "metrics"}
@@ -45,7 +46,8 @@ RESERVED_METADATA = ("stage", "created", "minirlhf_version", "tokenizer_fingerpr
 
 # Classes load_checkpoint may build, by the name stored in config.json -> (module, class). Imported lazily,
 # only when needed: checkpoint.py must not import every stage of the pipeline.
-ARCHITECTURES = {"GPT": ("minirlhf.model", "GPT"), "RewardModel": ("minirlhf.reward", "RewardModel")}
+ARCHITECTURES = {"GPT": ("minirlhf.model", "GPT"), "RewardModel": ("minirlhf.reward", "RewardModel"),
+                 "RewardEnsemble": ("minirlhf.ensemble", "RewardEnsemble")}
 
 
 def _architecture(name: str, file: Path) -> type:

@@ -51,6 +51,7 @@ from minirlhf.checkpoint import load_checkpoint, write_text_atomic
 from minirlhf.comparisons import load_comparisons
 from minirlhf.distill import DistillConfig, train_best_of_n
 from minirlhf.dpo import DPOConfig, train_dpo
+from minirlhf.ensemble import single_reward_model
 from minirlhf.grpo import GRPOConfig, train_grpo
 from minirlhf.model import pick_device
 from minirlhf.ppo import PPOConfig, train_ppo
@@ -317,7 +318,7 @@ def train_method(method: str, knob: float, setup: Setup, cfg: CompareConfig, pro
         ppo_cfg = replace(cfg.ppo, iterations=cfg.samples // cfg.ppo.batch_size, init_kl_coef=knob, adaptive_kl=False,
                           ptx_coef=cfg.ptx_coef if method == "ppo_ptx" else 0.0, seed=seed)
         return train_ppo(policy, setup.encoded, ppo_cfg, reference=sft, reward_model=setup.reward,
-                         value_model=_trainable(setup.rm), tokenizer=tokenizer,
+                         value_model=_trainable(single_reward_model(setup.rm)), tokenizer=tokenizer,
                          pretrain_ids=setup.pretrain_ids if method == "ppo_ptx" else None, eval_fn=gold,
                          progress=progress)
     if method in ("grpo", "rloo"):

@@ -45,6 +45,7 @@ from minirlhf.comparisons import (
     sample_comparisons,
     save_comparisons,
 )
+from minirlhf.ensemble import single_reward_model, train_reward_ensemble
 from minirlhf.model import GPT, GPTConfig, get_config, pick_device
 from minirlhf.overoptimisation import best_of_n_curve, fit_best_of_n, fit_rl
 from minirlhf.ppo import PPOConfig, train_ppo
@@ -98,6 +99,8 @@ class PipelineConfig:
     reward: RewardConfig = field(default_factory=lambda: RewardConfig(epochs=5, lr=3e-4))   # the main RM: accuracy
     # still rises in epoch 3-4 at this scale and the wrong-fact probe in epoch 5 (docs/calibration.md), unlike
     # InstructGPT's 1 epoch
+    reward_members: int = 1             # the main RM as an ensemble of this many RMs (ensemble.py), each trained
+    # as `reward` says, their rewards averaged; 1: one RM. RM-1 is always one RM
     round1_reward_epochs: int = 2       # RM-1, the weaker proxy: round 1's data only, 2 passes
     ppo: PPOConfig = field(default_factory=lambda: PPOConfig(iterations=60, lr=2e-5))  # its max_new_tokens caps
     # every sampled answer (comparisons, evaluation); its ptx_coef is 0: PPO-ptx is the same run with ptx_coef below
@@ -108,6 +111,8 @@ class PipelineConfig:
     eval_samples: int = 4               # answers per test prompt: 150 prompts x 4 makes a win rate's noise ±0.02
 
     def __post_init__(self):
+        if isinstance(self.reward_members, bool) or not isinstance(self.reward_members, int) or self.reward_members < 1:
+            raise ValueError(f"reward_members must be a whole number >= 1 (1: one RM), got {self.reward_members!r}")
         if self.ppo.ptx_coef != 0:
             raise ValueError(f"cfg.ppo is the PPO run (ptx_coef 0, got {self.ppo.ptx_coef}); "
                              "set PipelineConfig.ptx_coef for the PPO-ptx run")
@@ -128,7 +133,7 @@ def smoke_config() -> PipelineConfig:
         val_documents=300, icl_episodes=10,
         sft=SFTConfig(epochs=2, lr=1e-3),
         comparisons=ComparisonConfig(k=4, round1_passes=1, round2_passes=1),
-        reward=RewardConfig(epochs=1, lr=3e-4), round1_reward_epochs=1,
+        reward=RewardConfig(epochs=1, lr=3e-4), reward_members=2, round1_reward_epochs=1,
         ppo=PPOConfig(iterations=3, batch_size=16, max_new_tokens=16),
         round1_ppo_iterations=2,
         overoptimisation=OveroptimisationConfig(prompts=8, samples=4, rl_iterations=3), eval_samples=1,
@@ -472,14 +477,20 @@ def stage_comparisons_round1(run: Run) -> dict:
     return collect_comparisons(run, "comparisons_round1", c.round1_policies, c.round1_passes, with_val=True)
 
 
-def train_rm(run: Run, name: str, rounds: tuple, epochs: int | None = None) -> dict:
-    """Step 2: the SFT model, unembedding removed, plus a scalar head, trained on all C(K,2) pairs per prompt."""
+def train_rm(run: Run, name: str, rounds: tuple, epochs: int | None = None, members: int = 1) -> dict:
+    """Step 2: the SFT model, unembedding removed, plus a scalar head, trained on all C(K,2) pairs per prompt
+    (members > 1: that many such RMs, differing in their head's random draw, averaged: ensemble.py)."""
     seed, tokenizer = run.seed_for(name), run.tokenizer
     cfg = replace(run.cfg.reward, seed=seed, epochs=epochs or run.cfg.reward.epochs)
     train = [c for r in rounds for c in load_comparisons(run.path(r))]
     val = load_comparisons(run.folder / "comparisons_val.jsonl")
-    rm = RewardModel.from_gpt(run.model("sft"))
-    rm, history = train_reward_model(rm, (train, val), cfg, tokenizer=tokenizer, progress=run.progress)
+    if members == 1:
+        rm = RewardModel.from_gpt(run.model("sft"))
+        rm, history = train_reward_model(rm, (train, val), cfg, tokenizer=tokenizer, progress=run.progress)
+    else:
+        rm, histories = train_reward_ensemble(run.model("sft"), (train, val), cfg, members, tokenizer=tokenizer,
+                                              progress=run.progress)
+        history = {**histories[0], "members": histories}   # plots read member 0's curves
     normalize_reward(rm, run.world.demonstrations(), tokenizer)   # the demonstrations' mean reward is 0
     accuracy = pairwise_accuracy(rm, val, tokenizer)
     probes = probe_accuracy(rm, tokenizer, probe_pairs(run.world, run.world.prompts("test")))
@@ -499,7 +510,7 @@ def train_policy(run: Run, name: str, reward_model: str, ppo_cfg: PPOConfig) -> 
     Logs the gold score of every rollout (never trained on). Returns (policy, history); saves nothing."""
     sft, rm = run.model("sft"), run.model(reward_model)
     policy = copy.deepcopy(sft).requires_grad_(True)        # sft may be frozen: an earlier run's reference
-    value_model = copy.deepcopy(rm).requires_grad_(True)    # V starts as the reward model
+    value_model = copy.deepcopy(single_reward_model(rm)).requires_grad_(True)   # V starts as the (first) RM
     prompts = run.world.prompts("train")
     return train_ppo(policy, [encode_chat_prompt(run.tokenizer, p) for p in prompts],
                      replace(ppo_cfg, seed=run.seed_for(name)), reference=sft, reward_model=rm,
@@ -530,7 +541,7 @@ def stage_comparisons_round2(run: Run) -> dict:
 
 
 def stage_rm(run: Run) -> dict:
-    return train_rm(run, "rm", ("comparisons_round1", "comparisons_round2"))
+    return train_rm(run, "rm", ("comparisons_round1", "comparisons_round2"), members=run.cfg.reward_members)
 
 
 def stage_ppo(run: Run) -> dict:

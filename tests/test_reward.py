@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from minirlhf.comparisons import Comparison
+from minirlhf.ensemble import RewardEnsemble, single_reward_model, train_reward_ensemble
 from minirlhf.model import GPT, get_config, pad_right
 from minirlhf.reward import (
     RewardConfig,
@@ -291,3 +292,85 @@ def test_probe_accuracy_counts_r_good_above_r_bad(tok):
     result = probe_accuracy(rm, tok, {"mixed": items, "empty": []})
     assert result["mixed"] == pytest.approx((good > bad).float().mean().item())
     assert math.isnan(result["empty"])
+
+
+# ---- ensembles: the mean of M reward models (ensemble.py) ---------------------------------------------------
+
+
+def trained_like(members):
+    """Members whose rewards differ: each a RewardModel with its own random head (and trunk)."""
+    out = []
+    for seed in members:
+        torch.manual_seed(seed)
+        out.append(RewardModel(get_config("tiny")).eval())
+    return out
+
+
+def test_the_ensemble_reward_is_the_members_mean_minus_its_bias():
+    members = trained_like([1, 2, 3])
+    members[1].reward_bias.fill_(0.3)                                     # each member keeps its own bias
+    ensemble = RewardEnsemble.from_members(members).eval()
+    ensemble.reward_bias.fill_(0.5)
+    ids, mask = pad_right([[5, 6, 7], [8, 9, 10, 11, 12]], 0, 64)
+    each = torch.stack([m(ids, mask) for m in members])                   # (M, B)
+    assert not torch.allclose(each[0], each[1])
+    torch.testing.assert_close(ensemble(ids, mask), each.mean(dim=0) - 0.5)   # r = 1/M Σ r_m − bias
+    values = torch.stack([m.token_values(ids, mask) for m in members]).mean(dim=0) - 0.5
+    torch.testing.assert_close(ensemble.token_values(ids, mask), values)
+    torch.testing.assert_close(ensemble(ids, mask)[1], ensemble.token_values(ids, mask)[1, 4])   # last real token
+    assert single_reward_model(ensemble) is ensemble.members[0] and single_reward_model(members[0]) is members[0]
+
+
+def test_from_members_copies_and_refuses_mixed_architectures():
+    members = trained_like([1, 2])
+    ensemble = RewardEnsemble.from_members(members)
+    assert ensemble.members[0].head.weight.data_ptr() != members[0].head.weight.data_ptr()   # a copy
+    assert torch.equal(ensemble.members[1].head.weight, members[1].head.weight)
+    torch.manual_seed(0)
+    other = RewardModel(get_config("tiny", n_layer=1))
+    with pytest.raises(ValueError, match="differ in architecture"):
+        RewardEnsemble.from_members([members[0], other])
+    with pytest.raises(ValueError, match="at least one"):
+        RewardEnsemble.from_members([])
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="n_members"):
+            RewardEnsemble(get_config("tiny"), n_members=bad)
+
+
+def test_an_ensemble_checkpoint_loads_as_an_ensemble(tok, tmp_path):
+    from minirlhf.checkpoint import load_checkpoint, save_checkpoint
+
+    members = []
+    for seed in (4, 5):
+        torch.manual_seed(seed)
+        members.append(RewardModel(get_config("tiny", vocab_size=len(tok))))
+    ensemble = RewardEnsemble.from_members(members).eval()
+    ensemble.reward_bias.fill_(-0.25)
+    save_checkpoint(tmp_path / "rm", ensemble, tok, stage="rm")
+    loaded, _, _ = load_checkpoint(tmp_path / "rm")
+    assert type(loaded) is RewardEnsemble and len(loaded.members) == 2 and loaded.reward_bias.item() == -0.25
+    args = (["what colour does bobo like?"] * 2, ["bobo likes red.", "red"], [True, False])
+    torch.testing.assert_close(score_responses(loaded, tok, *args), score_responses(ensemble, tok, *args))
+
+
+def test_member_zero_is_the_single_reward_model_and_the_ensemble_learns(tok):
+    torch.manual_seed(0)
+    sft = GPT(get_config("tiny", vocab_size=len(tok))).eval()
+    train, val = marker_comparisons(120, seed=1), marker_comparisons(60, seed=2)
+    cfg = RewardConfig(epochs=1, lr=1e-3, batch_prompts=2, seed=0)
+    torch.manual_seed(9)
+    single, _ = train_reward_model(RewardModel.from_gpt(sft), (train, val), cfg, tokenizer=tok, progress=False)
+    torch.manual_seed(9)
+    ensemble, histories = train_reward_ensemble(sft, (train, val), cfg, 2, tokenizer=tok, progress=False)
+    assert len(histories) == 2 and len(histories[0]["loss"]) == 60
+    for a, b in zip(single.state_dict().values(), ensemble.members[0].state_dict().values()):
+        assert torch.equal(a, b)                               # same draw, same data, same order: the same RM
+    assert not torch.equal(ensemble.members[0].head.weight, ensemble.members[1].head.weight)   # another draw
+    assert pairwise_accuracy(ensemble, val, tok)["accuracy"] > 0.9
+    demos = [type("D", (), {"prompt": "what colour does bobo like?", "response": r})()
+             for r in ["bobo likes red.", "please kiki please."]]
+    normalize_reward(ensemble, demos, tok)
+    scores = score_responses(ensemble, tok, [d.prompt for d in demos], [d.response for d in demos], [True, True])
+    assert abs(scores.mean().item()) < 1e-5                  # centred like one RM
+    with pytest.raises(ValueError, match="n_members"):
+        train_reward_ensemble(sft, (train, val), cfg, 0, tokenizer=tok, progress=False)

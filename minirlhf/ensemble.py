@@ -1,0 +1,92 @@
+"""A reward-model ensemble: M reward models trained on the same comparisons, their rewards averaged.
+
+One reward model is one random draw. Trained on the same comparisons in the same order, two RMs whose scalar
+heads were drawn from different random states agree on most pairs but not on which failure type they neglect:
+one misses swapped facts, the next unended answers (docs/calibration.md, "An ensemble of reward models"). The
+mean of M of them,
+
+    r(x, y) = 1/M · Σ_m r_m(x, y),
+
+misses fewer, and it is harder for PPO to exploit than any one member (Coste et al. 2023, "Reward Model
+Ensembles Help Mitigate Overoptimization": their "mean" objective). The price is M times the RM's training,
+scoring and checkpoint. Each member is an ordinary `RewardModel` (reward.py), started from the SFT model and
+trained with the pairwise loss; `normalize_reward` centres the ensemble as it centres one RM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+from minirlhf.model import GPT, GPTConfig
+from minirlhf.reward import RewardConfig, RewardModel, train_reward_model
+
+
+class RewardEnsemble(nn.Module):
+    """r(x, y) = 1/M Σ_m r_m(x, y) − reward_bias: M RewardModels of one architecture, read like one."""
+
+    def __init__(self, config: GPTConfig, n_members: int = 2, head_std: float | None = None):
+        super().__init__()
+        if isinstance(n_members, bool) or not isinstance(n_members, int) or n_members < 1:
+            raise ValueError(f"n_members must be a whole number >= 1, got {n_members!r}")
+        self.config = config
+        self.members = nn.ModuleList(RewardModel(config, head_std=head_std) for _ in range(n_members))
+        # subtracted from the mean reward; set by normalize_reward so the demonstrations' mean reward is 0
+        self.register_buffer("reward_bias", torch.zeros(()))
+
+    @classmethod
+    def from_members(cls, members: Sequence[RewardModel]) -> RewardEnsemble:
+        """An ensemble holding copies of trained reward models (one config, one head_std)."""
+        if len(members) == 0:
+            raise ValueError("an ensemble needs at least one reward model")
+        first = members[0]
+        if any(m.config != first.config or m.head_std != first.head_std for m in members):
+            raise ValueError("the members differ in architecture (GPTConfig or head_std); an ensemble averages "
+                             "reward models of one architecture")
+        ensemble = cls(first.config, n_members=len(members), head_std=first.head_std)
+        for mine, theirs in zip(ensemble.members, members):
+            mine.load_state_dict(theirs.state_dict())
+        return ensemble.to(next(first.parameters()).device)
+
+    @property
+    def head_std(self) -> float:
+        return self.members[0].head_std
+
+    def checkpoint_extra(self) -> dict:
+        """Constructor arguments besides the GPTConfig, stored so checkpoint.load can rebuild this model."""
+        return {"n_members": len(self.members), "head_std": self.head_std}
+
+    def token_values(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The members' mean value at every position, minus reward_bias: (B, T)."""
+        values = torch.stack([m.token_values(idx, attention_mask) for m in self.members])   # (M, B, T)
+        return values.mean(dim=0) - self.reward_bias
+
+    def forward(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """r(x, y) for each row: the members' mean reward at the last real token, minus reward_bias. (B,)."""
+        rewards = torch.stack([m(idx, attention_mask) for m in self.members])                # (M, B)
+        return rewards.mean(dim=0) - self.reward_bias
+
+
+def single_reward_model(rm: RewardModel | RewardEnsemble) -> RewardModel:
+    """The reward model PPO's value function starts from: the RM itself, or an ensemble's first member (a value
+    model made of M trunks would cost M times as much at every PPO step)."""
+    return rm.members[0] if isinstance(rm, RewardEnsemble) else rm
+
+
+def train_reward_ensemble(sft: GPT, data: tuple[Sequence, Sequence | None], cfg: RewardConfig, n_members: int, *,
+                          tokenizer, progress: bool = True) -> tuple[RewardEnsemble, list[dict]]:
+    """M reward models from the SFT model, one after the other, each `train_reward_model` with the same config,
+    comparisons and shuffling order: they differ only in their head's random draw (torch's random state, which
+    goes on from one member to the next). Member 0 is the RM that `RewardModel.from_gpt` + `train_reward_model`
+    would have made. Returns (ensemble, one history per member)."""
+    if isinstance(n_members, bool) or not isinstance(n_members, int) or n_members < 1:
+        raise ValueError(f"n_members must be a whole number >= 1, got {n_members!r}")
+    members, histories = [], []
+    for _ in range(n_members):
+        rm = RewardModel.from_gpt(sft)   # the head drawn from torch's random state
+        rm, history = train_reward_model(rm, data, cfg, tokenizer=tokenizer, progress=progress)
+        members.append(rm)
+        histories.append(history)
+    return RewardEnsemble.from_members(members).eval(), histories
