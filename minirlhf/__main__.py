@@ -13,6 +13,7 @@ import math
 import signal
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 EXIT_CODES = """exit status:
@@ -178,15 +179,17 @@ def _cmd_pipeline(args) -> None:
     from minirlhf import distributed
     from minirlhf.pipeline import pipeline_config, run_pipeline, run_seeds
 
-    pipeline_config(args.preset)   # an unknown preset fails here, before anything runs
+    cfg = pipeline_config(args.preset)   # an unknown preset fails here, before anything runs
+    if args.reward_members is not None:
+        cfg = replace(cfg, reward_members=args.reward_members)
     if args.seeds is not None and args.seed is not None:
         raise ValueError("give either --seed (one run in --out) or --seeds (one run per seed in --out/seed-S)")
     with distributed.process_group(args.device):   # under torchrun: train with the other processes
         if args.seeds is None:
-            run_pipeline(Path(args.out), preset=args.preset, seed=args.seed or 0, resume=args.resume,
+            run_pipeline(Path(args.out), preset=cfg, seed=args.seed or 0, resume=args.resume,
                          pretrained=args.pretrained, force=args.force)
             return
-        run_seeds(Path(args.out), preset=args.preset, seeds=parse_seeds(args.seeds), resume=args.resume,
+        run_seeds(Path(args.out), preset=cfg, seeds=parse_seeds(args.seeds), resume=args.resume,
                   pretrained=args.pretrained, force=args.force)
         if distributed.is_main():
             print(f"seeds {args.seeds}: {args.out}/metrics.json and {args.out}/report.md")
@@ -254,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "them), start an existing run over, or resume across a config change")
     p.add_argument("--pretrained", default=None,
                    help="start from this pre-trained checkpoint instead of pre-training (e.g. data/checkpoints/pretrained)")
+    p.add_argument("--reward-members", type=_integer(1), default=None,
+                   help="the main reward model as the mean of this many RMs, ≥ 1 (ensemble.py; default: the preset's)")
     p.add_argument("--device", default=None, help="cpu, cuda or mps (default: the fastest available); under "
                    "torchrun each process takes GPU LOCAL_RANK")
     p.set_defaults(func=_cmd_pipeline, interrupted="finished stages are kept; rerun with --resume to continue")

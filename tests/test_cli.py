@@ -84,3 +84,17 @@ def test_steps_zero_is_refused_not_read_as_the_default(capsys):
 def test_a_seed_too_large_for_torch_is_refused():
     with pytest.raises(ValueError, match="at most 4294967295"):
         parse_seeds(f"0,{2**32}")
+
+
+def test_reward_members_reach_the_pipeline_config(tmp_path, capsys, monkeypatch):
+    import minirlhf.pipeline as pipeline
+
+    seen = []
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda folder, preset, **kw: seen.append(preset))
+    assert main(["pipeline", "--preset", "smoke", "--reward-members", "3", "--out", str(tmp_path / "run")]) == 0
+    assert seen[0].reward_members == 3 and seen[0].name == "smoke"
+    assert main(["pipeline", "--preset", "smoke", "--out", str(tmp_path / "run")]) == 0
+    assert seen[1].reward_members == pipeline.smoke_config().reward_members      # the preset's own
+    with pytest.raises(SystemExit):
+        main(["pipeline", "--reward-members", "0", "--out", str(tmp_path / "run")])
+    assert "--reward-members" in capsys.readouterr().err
