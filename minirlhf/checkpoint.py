@@ -7,7 +7,7 @@ run arbitrary code; (2) self-describing: the folder says which class and which c
 
 A checkpoint folder:
 
-    model.safetensors    weights (tied weights are stored once; safetensors' save_model/load_model handle it)
+    model.safetensors    weights (tied weights are stored once: _save_weights; safetensors' load_model)
     config.json          {"format": "minirlhf-checkpoint", "version": 1,
                           "architecture": "GPT" | "RewardModel" | "RewardEnsemble",
                           "gpt_config": {...asdict(model.config)...}, "extra": {...}}
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file
 
 import minirlhf
 from minirlhf import distributed
@@ -155,9 +155,25 @@ def _build_metadata(stage: str, tokenizer, metadata: dict | None) -> dict:
     }
 
 
+def _save_weights(model: torch.nn.Module, file: Path) -> None:
+    """model.safetensors: every tensor of the state dict once. Tied weights (wte and lm_head) are one tensor under
+    two names; the file keeps the first name in sorted order, as safetensors' save_model does, and load_model puts
+    it back under both. Unlike save_model it lists no dropped names in the header: save_model writes them as a map
+    whose order changes from one process to the next once a model ties more than one pair (an ensemble of GPT
+    trunks), and then the same weights would not give the same bytes."""
+    state = model.state_dict()
+    views: dict[tuple, list[str]] = {}
+    for name, tensor in state.items():   # the same storage, offset, shape and strides: the same tensor
+        key = ((tensor.device, tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape),
+                tuple(tensor.stride())) if tensor.numel() else (name,))
+        views.setdefault(key, []).append(name)
+    kept = sorted(sorted(names)[0] for names in views.values())
+    save_file({name: state[name].contiguous() for name in kept}, str(file), metadata={"format": "pt"})
+
+
 def _write_checkpoint(folder: Path, model: torch.nn.Module, tokenizer, config: dict, meta_text: str) -> None:
     """Write every file of a checkpoint into `folder` (a fresh temp folder) and fsync them."""
-    save_model(model, str(folder / WEIGHTS))  # drops duplicate (tied) tensors; safetensors, no pickle
+    _save_weights(model, folder / WEIGHTS)   # safetensors, no pickle
     _write_text(folder / CONFIG, _dumps(config, "config.json"))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(folder))

@@ -142,7 +142,7 @@ def interrupt(exception):
 @pytest.mark.parametrize("exception", [RuntimeError("disk full"), KeyboardInterrupt()])
 @pytest.mark.parametrize("where", ["weights", "metadata", "tokenizer"])
 def test_interrupted_first_save_leaves_nothing(tmp_path, model, tok, monkeypatch, exception, where):
-    target = {"weights": "save_model", "metadata": "_write_text", "tokenizer": None}[where]
+    target = {"weights": "save_file", "metadata": "_write_text", "tokenizer": None}[where]
     if target is None:
         monkeypatch.setattr(type(tok), "save_pretrained", interrupt(exception))
     else:
@@ -316,3 +316,37 @@ def test_reward_model_round_trip(tmp_path, tok):
     rm.eval()
     with torch.no_grad():
         assert torch.equal(loaded(idx), rm(idx))
+
+
+SAVE_AN_ENSEMBLE = """
+import sys, torch
+from minirlhf.checkpoint import save_checkpoint
+from minirlhf.ensemble import RewardEnsemble
+from minirlhf.model import get_config
+torch.manual_seed(0)
+save_checkpoint(sys.argv[1], RewardEnsemble(get_config("tiny"), n_members=3), None, stage="rm")
+"""
+
+
+def test_the_same_weights_give_the_same_bytes_in_every_process(tmp_path):
+    # three GPT trunks tie three pairs of weights; the header must not depend on a process's hash order
+    import os
+    import subprocess
+    import sys
+
+    from minirlhf.ensemble import RewardEnsemble
+
+    files = []
+    for hash_seed in ("1", "2", "3"):
+        out = tmp_path / f"rm-{hash_seed}"
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "OMP_NUM_THREADS": "1"}
+        subprocess.run([sys.executable, "-c", SAVE_AN_ENSEMBLE, str(out)], check=True, env=env)
+        files.append((out / "model.safetensors").read_bytes())
+    assert files[0] == files[1] == files[2]
+    loaded, _, _ = load_checkpoint(tmp_path / "rm-1")
+    assert type(loaded) is RewardEnsemble
+    for member in loaded.members:                                   # still tied after loading
+        assert member.trunk.lm_head.weight is member.trunk.transformer.wte.weight
+    torch.manual_seed(0)
+    for a, b in zip(RewardEnsemble(get_config("tiny"), n_members=3).state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
