@@ -24,13 +24,17 @@ from minirlhf.model import GPT, GPTConfig
 from minirlhf.reward import RewardConfig, RewardModel, train_reward_model
 
 
+def _check_n_members(n_members) -> None:
+    if isinstance(n_members, bool) or not isinstance(n_members, int) or n_members < 1:
+        raise ValueError(f"n_members must be a whole number >= 1, got {n_members!r}")
+
+
 class RewardEnsemble(nn.Module):
     """r(x, y) = 1/M Σ_m r_m(x, y) − reward_bias: M RewardModels of one architecture, read like one."""
 
     def __init__(self, config: GPTConfig, n_members: int = 2, head_std: float | None = None):
         super().__init__()
-        if isinstance(n_members, bool) or not isinstance(n_members, int) or n_members < 1:
-            raise ValueError(f"n_members must be a whole number >= 1, got {n_members!r}")
+        _check_n_members(n_members)
         self.config = config
         self.members = nn.ModuleList(RewardModel(config, head_std=head_std) for _ in range(n_members))
         # subtracted from the mean reward; set by normalize_reward so the demonstrations' mean reward is 0
@@ -81,8 +85,7 @@ def train_reward_ensemble(sft: GPT, data: tuple[Sequence, Sequence | None], cfg:
     comparisons and shuffling order: they differ only in their head's random draw (torch's random state, which
     goes on from one member to the next). Member 0 is the RM that `RewardModel.from_gpt` + `train_reward_model`
     would have made. Returns (ensemble, one history per member)."""
-    if isinstance(n_members, bool) or not isinstance(n_members, int) or n_members < 1:
-        raise ValueError(f"n_members must be a whole number >= 1, got {n_members!r}")
+    _check_n_members(n_members)
     members, histories = [], []
     for _ in range(n_members):
         rm = RewardModel.from_gpt(sft)   # the head drawn from torch's random state

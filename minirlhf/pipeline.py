@@ -70,6 +70,7 @@ from minirlhf.reward import (
 from minirlhf.runfolder import RunFolder, snapshot, written_since
 from minirlhf.sft import SFTConfig, train_sft
 from minirlhf.tokenizer import encode_chat_prompt, train_tokenizer
+from minirlhf.validate import check_integers
 from minirlhf.world import World, WorldConfig
 from minirlhf.world.corpus import Corpus, CorpusMix, lookup_probe_rows, phases_for
 
@@ -111,8 +112,7 @@ class PipelineConfig:
     eval_samples: int = 4               # answers per test prompt: 150 prompts x 4 makes a win rate's noise ±0.02
 
     def __post_init__(self):
-        if isinstance(self.reward_members, bool) or not isinstance(self.reward_members, int) or self.reward_members < 1:
-            raise ValueError(f"reward_members must be a whole number >= 1 (1: one RM), got {self.reward_members!r}")
+        check_integers(self, reward_members=1)   # 1: one RM
         if self.ppo.ptx_coef != 0:
             raise ValueError(f"cfg.ppo is the PPO run (ptx_coef 0, got {self.ppo.ptx_coef}); "
                              "set PipelineConfig.ptx_coef for the PPO-ptx run")

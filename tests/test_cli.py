@@ -98,3 +98,5 @@ def test_reward_members_reach_the_pipeline_config(tmp_path, capsys, monkeypatch)
     with pytest.raises(SystemExit):
         main(["pipeline", "--reward-members", "0", "--out", str(tmp_path / "run")])
     assert "--reward-members" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="reward_members=0: give an integer ≥ 1"):
+        pipeline.PipelineConfig(reward_members=0)
