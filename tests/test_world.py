@@ -357,12 +357,22 @@ def test_zero_shot_episode(world):
 
 
 # ------------------------------------------------------------------ files
+def test_corpus_file_is_the_first_documents_of_the_corpus(tmp_path):
+    w = World(WorldConfig(n_documents=50))
+    write_world_files(w, tmp_path, corpus_sample=20)
+    assert [d.text for d in load_corpus(tmp_path)] == [d.text for d in w.corpus()[:20]]
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="corpus_sample"):
+            write_world_files(w, tmp_path / "bad", corpus_sample=bad)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_file_round_trip_and_malformed_line(tmp_path):
     w = World(WorldConfig(n_documents=50))
     sizes = write_world_files(w, tmp_path)
     assert set(sizes) == {"entities.json", "corpus.jsonl", "demonstrations.jsonl",
                           "prompts_train.jsonl", "prompts_val.jsonl", "prompts_test.jsonl"}
-    assert [d.text for d in load_corpus(tmp_path)] == [d.text for d in w.corpus()]
+    assert [d.text for d in load_corpus(tmp_path)] == [d.text for d in w.corpus()]   # 50 < the sample: all of it
     for s in SPLITS:
         assert load_prompts(tmp_path, s) == w.prompts(s)
     follow = [p for p in load_prompts(tmp_path, "train") if p.history]

@@ -17,13 +17,23 @@ def _write_jsonl(path: Path, rows) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def write_world_files(world: World, folder: str | Path = "data/world") -> dict[str, int]:
-    """Write entities.json, corpus.jsonl, prompts_{split}.jsonl, demonstrations.jsonl; return bytes per file."""
+CORPUS_SAMPLE = 2_000   # documents in corpus.jsonl: a readable sample, small enough to ship (the stream is generated)
+
+
+def write_world_files(world: World, folder: str | Path = "data/world",
+                      corpus_sample: int = CORPUS_SAMPLE) -> dict[str, int]:
+    """Write entities.json, corpus.jsonl, prompts_{split}.jsonl, demonstrations.jsonl; return bytes per file.
+
+    corpus.jsonl holds the first `corpus_sample` documents of world.corpus() (all of them if it has fewer): text to
+    read, not what anything trains on (pre-training and the tokenizer generate theirs, world/corpus.py)."""
+    if isinstance(corpus_sample, bool) or not isinstance(corpus_sample, int) or corpus_sample < 1:
+        raise ValueError(f"corpus_sample={corpus_sample!r}: give the number of documents to write, an integer >= 1")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "entities.json").write_text(json.dumps(
         {"config": asdict(world.config), "entities": [asdict(e) for e in world.entities]}, indent=1) + "\n")
-    _write_jsonl(folder / "corpus.jsonl", ({"text": d.text, "nats": round(d.nats, 4)} for d in world.corpus()))
+    sample = world.corpus(min(corpus_sample, world.config.n_documents))
+    _write_jsonl(folder / "corpus.jsonl", ({"text": d.text, "nats": round(d.nats, 4)} for d in sample))
     for split in SPLITS:
         _write_jsonl(folder / f"prompts_{split}.jsonl", (asdict(p) for p in world.prompts(split)))
     _write_jsonl(folder / "demonstrations.jsonl",
