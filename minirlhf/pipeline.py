@@ -100,8 +100,9 @@ class PipelineConfig:
     reward: RewardConfig = field(default_factory=lambda: RewardConfig(epochs=5, lr=3e-4))   # the main RM: accuracy
     # still rises in epoch 3-4 at this scale and the wrong-fact probe in epoch 5 (docs/calibration.md), unlike
     # InstructGPT's 1 epoch
-    reward_members: int = 1             # the main RM as an ensemble of this many RMs (ensemble.py), each trained
-    # as `reward` says, their rewards averaged; 1: one RM. RM-1 is always one RM
+    reward_members: int = 3             # the main RM as an ensemble of this many RMs (ensemble.py), each trained
+    # as `reward` says, their rewards averaged (one RM's worst probe is a draw: docs/calibration.md); 1: one RM.
+    # RM-1 is always one RM
     round1_reward_epochs: int = 2       # RM-1, the weaker proxy: round 1's data only, 2 passes
     ppo: PPOConfig = field(default_factory=lambda: PPOConfig(iterations=60, lr=2e-5))  # its max_new_tokens caps
     # every sampled answer (comparisons, evaluation); its ptx_coef is 0: PPO-ptx is the same run with ptx_coef below
@@ -150,7 +151,7 @@ def gpu_config() -> PipelineConfig:
         pretrain=PretrainConfig(steps=2000, tokens_per_step=16384, curriculum=((0, 64), (250, 128), (500, 256)),
                                 lr=1e-3, min_lr=1e-4, warmup_steps=200, eval_every=250),
         sft=SFTConfig(lr=1e-4),
-        reward=RewardConfig(epochs=2, lr=1e-4),
+        reward=RewardConfig(epochs=2, lr=1e-4), reward_members=1,   # one RM: an ensemble is untested at this size
         ppo=PPOConfig(iterations=60, lr=1e-5),
     )
 
