@@ -373,8 +373,11 @@ def _results_bullets(metrics: dict, ptx_coef: float) -> list[str]:
             + "; ".join(f"with {rm} {_slashed(c['gold'] for c in curve)}" for rm, curve in bon.items())
             + f". Gao et al.'s fits of gold − SFT's gold vs d = √KL: {rl}.")
     seconds = ", ".join(f"{stage} {t:.0f} s" for stage, t in metrics["wall_seconds"].items())
-    bullets.append(f"- **Wall time** of this run: {seconds}; peak RSS {max(metrics['peak_rss_mb'].values()):.0f} MB "
-                   "(both depend on the machine and on what else it was running).")
+    threads = metrics.get("threads")
+    on = f" ({threads} torch thread{'s' * (threads != 1)})" if threads else ""
+    bullets.append(f"- **Wall time** of this run{on}: {seconds}; peak RSS "
+                   f"{max(metrics['peak_rss_mb'].values()):.0f} MB (both depend on the machine and on what else it "
+                   "was running).")
     return bullets
 
 

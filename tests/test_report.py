@@ -60,3 +60,14 @@ def test_the_seeds_report_lists_every_claim(tmp_path):
     for claim in report.CLAIMS:
         assert claim.text in text
     assert "**not met**" in text and "[seed-1/report.md](seed-1/report.md)" in text
+
+
+def test_the_wall_time_bullet_names_the_thread_count():
+    import json
+
+    metrics = json.loads((report.DATA / "run" / "metrics.json").read_text())
+    for threads, said in ((1, "(1 torch thread)"), (2, "(2 torch threads)")):
+        text = report.readme_results({**metrics, "threads": threads}, ptx_coef=1.0)
+        assert f"**Wall time** of this run {said}:" in " ".join(text.split())
+    text = report.readme_results({k: v for k, v in metrics.items() if k != "threads"}, ptx_coef=1.0)
+    assert "**Wall time** of this run:" in " ".join(text.split())
