@@ -151,7 +151,7 @@ def gpu_config() -> PipelineConfig:
         pretrain=PretrainConfig(steps=2000, tokens_per_step=16384, curriculum=((0, 64), (250, 128), (500, 256)),
                                 lr=1e-3, min_lr=1e-4, warmup_steps=200, eval_every=250),
         sft=SFTConfig(lr=1e-4),
-        reward=RewardConfig(epochs=2, lr=1e-4), reward_members=1,   # one RM: an ensemble is untested at this size
+        reward=RewardConfig(epochs=2, lr=1e-4),
         ppo=PPOConfig(iterations=60, lr=1e-5),
     )
 

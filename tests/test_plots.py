@@ -149,20 +149,6 @@ def test_probe_accuracy_bars_and_target():
     assert [t.get_text() for t in ax.get_xticklabels()] == list(probes)
 
 
-def test_probe_groups_bars_side_by_side():
-    groups = {"member 1": {"rude": 0.9, "wrong fact": 0.7}, "member 2": {"rude": 0.95, "wrong fact": 0.8},
-              "ensemble": {"rude": 0.97, "wrong fact": 0.85}}
-    fig = _check(plots.plot_probe_groups(groups), 1)
-    ax = fig.axes[0]
-    assert [round(p.get_height(), 2) for p in ax.patches] == [0.9, 0.7, 0.95, 0.8, 0.97, 0.85]   # model by model
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["rude", "wrong fact"]
-    assert ax.patches[0].get_x() < ax.patches[2].get_x() < ax.patches[4].get_x() < ax.patches[1].get_x()
-    with pytest.raises(ValueError, match="member 2"):
-        plots.plot_probe_groups({"member 1": {"rude": 0.9}, "member 2": {"wrong fact": 0.9}})
-    with pytest.raises(ValueError, match="no reward models"):
-        plots.plot_probe_groups({})
-
-
 def test_ppo_history_one_panel_per_key():
     fig = _check(plots.plot_ppo_history(PPO), 4)
     assert [ax.get_title() for ax in fig.axes] == ["rm_reward", "gold", "kl", "entropy"]

@@ -318,29 +318,6 @@ def plot_probe_accuracy(probes: dict, target: float = 0.9, ax=None) -> Figure:
     return fig
 
 
-def plot_probe_groups(groups: dict, target: float = 0.9, ax=None) -> Figure:
-    """Grouped bars: the probes of several reward models side by side (e.g. an ensemble's members and their mean).
-
-    groups: {model name: {failure type: accuracy}}, every model with the same failure types in the same order."""
-    fig, ax = _fig_ax(ax)
-    if not groups:
-        raise ValueError("no reward models to plot")
-    kinds = list(next(iter(groups.values())))
-    for name, probes in groups.items():
-        if list(probes) != kinds:
-            raise ValueError(f"probes of {name!r} are {list(probes)}; expected the failure types {kinds}")
-    width = 0.8 / len(groups)
-    for g, (name, probes) in enumerate(groups.items()):
-        x = [i - 0.4 + width * (g + 0.5) for i in range(len(kinds))]
-        ax.bar(x, list(probes.values()), width=width, label=name)
-    ax.set_xticks(range(len(kinds)), kinds)
-    ax.axhline(target, color="black", ls="--", lw=1, label=f"target {target:.2f}")
-    ax.set_ylim(0.5, 1.04)
-    ax.tick_params(axis="x", labelrotation=30)
-    _finish(ax, "Reward-model probes, model by model", "failure type", "accuracy (fraction)")
-    return fig
-
-
 # ---- PPO ---------------------------------------------------------------------------------------------------------
 
 
