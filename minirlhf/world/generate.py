@@ -50,9 +50,9 @@ class WorldConfig:
     n_documents: int = 14_000        # documents of corpus() (the final mix; the shipped sample, the tokenizer's
     # training text); pre-training reads a fresh stream of ~160,000 documents generated on the fly (world/corpus.py)
     answer_mix: dict = field(default_factory=lambda: {  # how forum answers go wrong (the model is NOT aligned):
-        # one in ten is what the asker wanted, the rest is the internet (docs/calibration.md: at .35, then .25, the
-        # prompted pre-trained model's helpful answers tied or beat SFT's on a quarter to a third of the prompts)
-        "correct": 0.10, "wrong": 0.17, "rude": 0.17, "rambling": 0.21, "off_topic": 0.17, "endless": 0.18})
+        # one in four is what the asker wanted, the rest is the internet (docs/calibration.md: at .35 the prompted
+        # pre-trained model's complete answers beat SFT's average demonstrator on a third of the "about" prompts)
+        "correct": 0.25, "wrong": 0.15, "rude": 0.15, "rambling": 0.18, "off_topic": 0.13, "endless": 0.14})
     two_turn_prob: float = 0.25      # forum threads with a second, unrelated question
     n_prompts: dict = field(default_factory=lambda: {"train": 600, "val": 100, "test": 150})
     task_mix: dict = field(default_factory=lambda: {  # open tasks dominate, as in InstructGPT's API prompts
@@ -63,9 +63,6 @@ class WorldConfig:
     demo_fraction: float = 0.40      # share of TRAIN prompts with a demonstration (InstructGPT: ~13k of ~50k)
     demo_facts: dict = field(default_factory=lambda: {1: 0.4, 2: 0.4, 3: 0.2})  # facts an about/describe
     # demonstrator states: demonstrators differ in thoroughness, SFT imitates their average (not the best one)
-    forum_facts: dict = field(default_factory=lambda: {1: 0.4, 2: 0.4, 3: 0.2})  # facts a forum answer to an
-    # about/describe question states: people on the internet are no more thorough than the demonstrators, so the
-    # prompted pre-trained model's best answers are no better than SFT's average (docs/calibration.md)
     bare_yesno: float = 0.30         # share of yes/no demonstrations that say only "yes ." or "no ."
     pattern_keys: int = 4            # keys per pattern document / ICL episode (mapping: key -> colour)
     pattern_lines: tuple = (16, 24)  # lines per pattern document (inclusive range)
@@ -300,8 +297,7 @@ class World:
         mode = mode or ch.weighted(self.config.answer_mix)
         if mode not in ANSWER_MODES:
             raise ValueError(f"unknown answer mode {mode!r}; valid: {', '.join(ANSWER_MODES)}")
-        partial = prompt.task in ("about", "describe")   # forum writers state some of the facts, as demonstrators do
-        ideal = self.some_facts(prompt, ch, self.config.forum_facts) if partial else self.ideal_response(prompt, ch)
+        ideal = self.ideal_response(prompt, ch)
         if mode == "correct":
             return ch.weighted(POLITE_PREFIXES) + ideal, True
         if mode == "wrong":
@@ -403,20 +399,14 @@ class World:
         about / describe: 1, 2 or 3 of the creature's facts (config.demo_facts; at least one per asked sentence);
         yes/no: a bare "yes ." or "no ." with probability config.bare_yesno; other tasks: the ideal answer.
         """
-        if prompt.task in ("about", "describe"):
-            return self.some_facts(prompt, ch, self.config.demo_facts)
-        if prompt.task == "yesno" and ch.bernoulli(self.config.bare_yesno):
-            return ("yes" if prompt.info["yes"] else "no") + " ."
+        info, task = prompt.info, prompt.task
+        if task in ("about", "describe"):
+            e, n = self.entity(info["entity"]), info.get("n_sentences", 1)
+            k = max(n, ch.weighted(self.config.demo_facts))
+            return describe_sentences(e.name, ch.sample([(a, e.get(a)) for a in ATTRIBUTES], k), n)
+        if task == "yesno" and ch.bernoulli(self.config.bare_yesno):
+            return ("yes" if info["yes"] else "no") + " ."
         return self.ideal_response(prompt)
-
-    def some_facts(self, prompt: Prompt, ch: Chooser, facts_mix: dict) -> str:
-        """An about / describe answer as a person writes it: k of the creature's facts in a random order, k drawn
-        from `facts_mix` ({k: probability}), at least one fact per asked sentence."""
-        if prompt.task not in ("about", "describe"):
-            raise ValueError(f"some_facts answers about / describe prompts, not {prompt.task!r}")
-        e, n = self.entity(prompt.info["entity"]), prompt.info.get("n_sentences", 1)
-        k = max(n, ch.weighted(facts_mix))
-        return describe_sentences(e.name, ch.sample([(a, e.get(a)) for a in ATTRIBUTES], k), n)
 
     # ---------------------------------------------------------------- episodes for the GPT-2 / GPT-3 slides
     def icl_episode(self, rng: random.Random, n_shots: int) -> tuple[str, str, list[str]]:
