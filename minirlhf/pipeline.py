@@ -381,8 +381,10 @@ class Run:
         self.metrics[name] = fn(self)
         wall = self.metrics.setdefault("wall_seconds", {})[name] = time.perf_counter() - start
         rss = self.metrics.setdefault("peak_rss_mb", {})[name] = _peak_rss_mb()
+        threads = self.metrics.setdefault("stage_threads", {})[name] = torch.get_num_threads()
         self.record.finish(name, written_since(self.folder, before, ignore=("metrics.json",)),
-                           metrics=self.metrics[name], wall_seconds=wall, peak_rss_mb=rss, loads=self.loaded)
+                           metrics=self.metrics[name], wall_seconds=wall, peak_rss_mb=rss, threads=threads,
+                           loads=self.loaded)
         write_json_atomic(self.folder / "metrics.json", self.metrics)   # a crash later keeps what finished
 
     def finished(self, name: str) -> bool:
@@ -396,9 +398,10 @@ class Run:
             print(f"[{name}] {problem}: redoing {name} and every stage after it")
             return False
         self.metrics[name] = entry["metrics"]
-        for key in ("wall_seconds", "peak_rss_mb"):
+        for key, metric in (("wall_seconds", "wall_seconds"), ("peak_rss_mb", "peak_rss_mb"),
+                            ("threads", "stage_threads")):
             if key in entry:
-                self.metrics.setdefault(key, {})[name] = entry[key]
+                self.metrics.setdefault(metric, {})[name] = entry[key]
         return True
 
     def _adopt(self, name: str) -> dict | None:
@@ -675,11 +678,19 @@ def run_pipeline(folder: str | Path, preset: str | PipelineConfig = "course", se
                             "threads": torch.get_num_threads()})   # same seed, machine and threads: same numbers
         for name, _, stage in STAGES:
             run.stage(name, stage, resume)
+        run.metrics["threads"] = run_threads(run.metrics)
         run.metrics["claims"] = claim_values(run.metrics)
         write_json_atomic(run.folder / "metrics.json", run.metrics)
         write_report(run.folder, run.metrics)
         record.mark_finished()
     return run.metrics
+
+
+def run_threads(metrics: dict) -> int | str:
+    """The torch threads the run's stages ran with (its wall time depends on them): one number, or "1–2" when a
+    resumed run's stages ran with different counts. Stages recorded before threads were kept: this process's."""
+    counts = sorted(set(metrics.get("stage_threads", {}).values())) or [torch.get_num_threads()]
+    return counts[0] if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
 
 
 def run_seeds(folder: str | Path, preset: str | PipelineConfig = "course", seeds: tuple = (0, 1, 2),

@@ -374,7 +374,7 @@ def _results_bullets(metrics: dict, ptx_coef: float) -> list[str]:
             + f". Gao et al.'s fits of gold − SFT's gold vs d = √KL: {rl}.")
     seconds = ", ".join(f"{stage} {t:.0f} s" for stage, t in metrics["wall_seconds"].items())
     threads = metrics.get("threads")
-    on = f" ({threads} torch thread{'s' * (threads != 1)})" if threads else ""
+    on = f" ({threads} torch thread{'s' * (threads != 1)})" if threads else ""   # "1–2": a resume changed them
     bullets.append(f"- **Wall time** of this run{on}: {seconds}; peak RSS "
                    f"{max(metrics['peak_rss_mb'].values()):.0f} MB (both depend on the machine and on what else it "
                    "was running).")

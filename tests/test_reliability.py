@@ -184,6 +184,24 @@ def test_resume_redoes_a_damaged_stage_and_every_stage_after_it(tmp_path, quick_
     assert f"{run / 'evaluation.json'} is missing" in capsys.readouterr().out
 
 
+def test_a_resumed_run_reports_the_threads_its_stages_ran_with(tmp_path, quick_stages):
+    run, n = tmp_path / "run", torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert pipeline_cli(run) == 0
+        torch.set_num_threads(2)                                              # resumed elsewhere: nothing redone
+        assert pipeline_cli(run, "--resume") == 0
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["threads"] == 1 and set(metrics["stage_threads"].values()) == {1}
+        (run / "evaluation.json").unlink()                                    # two stages redone at 2 threads
+        assert pipeline_cli(run, "--resume") == 0
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["threads"] == "1–2"
+        assert metrics["stage_threads"]["evaluation"] == metrics["stage_threads"]["overoptimisation"] == 2
+    finally:
+        torch.set_num_threads(n)
+
+
 def test_a_truncated_metrics_json_is_rebuilt_or_named(tmp_path, quick_stages, capsys):
     run = tmp_path / "run"
     assert pipeline_cli(run) == 0
