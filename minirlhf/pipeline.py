@@ -383,7 +383,7 @@ class Run:
         rss = self.metrics.setdefault("peak_rss_mb", {})[name] = _peak_rss_mb()
         threads = self.metrics.setdefault("stage_threads", {})[name] = torch.get_num_threads()
         self.record.finish(name, written_since(self.folder, before, ignore=("metrics.json",)),
-                           metrics=self.metrics[name], wall_seconds=wall, peak_rss_mb=rss, threads=threads,
+                           metrics=self.metrics[name], wall_seconds=wall, peak_rss_mb=rss, stage_threads=threads,
                            loads=self.loaded)
         write_json_atomic(self.folder / "metrics.json", self.metrics)   # a crash later keeps what finished
 
@@ -398,10 +398,9 @@ class Run:
             print(f"[{name}] {problem}: redoing {name} and every stage after it")
             return False
         self.metrics[name] = entry["metrics"]
-        for key, metric in (("wall_seconds", "wall_seconds"), ("peak_rss_mb", "peak_rss_mb"),
-                            ("threads", "stage_threads")):
+        for key in ("wall_seconds", "peak_rss_mb", "stage_threads"):
             if key in entry:
-                self.metrics.setdefault(metric, {})[name] = entry[key]
+                self.metrics.setdefault(key, {})[name] = entry[key]
         return True
 
     def _adopt(self, name: str) -> dict | None:
@@ -674,11 +673,10 @@ def run_pipeline(folder: str | Path, preset: str | PipelineConfig = "course", se
                         config=run_config(cfg, run.world, run.given.get("pretrained")), resume=resume, force=force,
                         reserved=(*OUTPUTS.values(), *RUN_FILES)) as record:
         run.record = record
-        run.metrics.update({"preset": cfg.name, "seed": seed, "device": str(run.device),
-                            "threads": torch.get_num_threads()})   # same seed, machine and threads: same numbers
+        run.metrics.update({"preset": cfg.name, "seed": seed, "device": str(run.device)})
         for name, _, stage in STAGES:
             run.stage(name, stage, resume)
-        run.metrics["threads"] = run_threads(run.metrics)
+        run.metrics["threads"] = run_threads(run.metrics)   # same seed, machine and threads: same numbers
         run.metrics["claims"] = claim_values(run.metrics)
         write_json_atomic(run.folder / "metrics.json", run.metrics)
         write_report(run.folder, run.metrics)
