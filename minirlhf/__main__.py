@@ -182,6 +182,8 @@ def _cmd_pipeline(args) -> None:
     cfg = pipeline_config(args.preset)   # an unknown preset fails here, before anything runs
     if args.reward_members is not None:
         cfg = replace(cfg, reward_members=args.reward_members)
+    if args.reward_readout is not None:
+        cfg = replace(cfg, reward_readout=args.reward_readout)
     if args.seeds is not None and args.seed is not None:
         raise ValueError("give either --seed (one run in --out) or --seeds (one run per seed in --out/seed-S)")
     with distributed.process_group(args.device):   # under torchrun: train with the other processes
@@ -259,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from this pre-trained checkpoint instead of pre-training (e.g. data/checkpoints/pretrained)")
     p.add_argument("--reward-members", type=_integer(1), default=None,
                    help="the main reward model as the mean of this many RMs, ≥ 1 (ensemble.py; default: the preset's)")
+    p.add_argument("--reward-readout", choices=("last", "sum"), default=None,
+                   help="where both reward models read r_θ: the last token (InstructGPT) or the sum over tokens "
+                        "(reward.py; default: the preset's, last)")
     p.add_argument("--device", default=None, help="cpu, cuda or mps (default: the fastest available); under "
                    "torchrun each process takes GPU LOCAL_RANK")
     p.set_defaults(func=_cmd_pipeline, interrupted="finished stages are kept; rerun with --resume to continue")

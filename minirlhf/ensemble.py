@@ -32,24 +32,24 @@ def _check_n_members(n_members) -> None:
 class RewardEnsemble(nn.Module):
     """r(x, y) = 1/M Σ_m r_m(x, y) − reward_bias: M RewardModels of one architecture, read like one."""
 
-    def __init__(self, config: GPTConfig, n_members: int = 2, head_std: float | None = None):
+    def __init__(self, config: GPTConfig, n_members: int = 2, head_std: float | None = None, readout: str = "last"):
         super().__init__()
         _check_n_members(n_members)
         self.config = config
-        self.members = nn.ModuleList(RewardModel(config, head_std=head_std) for _ in range(n_members))
+        self.members = nn.ModuleList(RewardModel(config, head_std=head_std, readout=readout) for _ in range(n_members))
         # subtracted from the mean reward; set by normalize_reward so the demonstrations' mean reward is 0
         self.register_buffer("reward_bias", torch.zeros(()))
 
     @classmethod
     def from_members(cls, members: Sequence[RewardModel]) -> RewardEnsemble:
-        """An ensemble holding copies of trained reward models (one config, one head_std)."""
+        """An ensemble holding copies of trained reward models (one config, one head_std, one readout)."""
         if len(members) == 0:
             raise ValueError("an ensemble needs at least one reward model")
         first = members[0]
-        if any(m.config != first.config or m.head_std != first.head_std for m in members):
-            raise ValueError("the members differ in architecture (GPTConfig or head_std); an ensemble averages "
-                             "reward models of one architecture")
-        ensemble = cls(first.config, n_members=len(members), head_std=first.head_std)
+        if any((m.config, m.head_std, m.readout) != (first.config, first.head_std, first.readout) for m in members):
+            raise ValueError("the members differ in architecture (GPTConfig, head_std or readout); an ensemble "
+                             "averages reward models of one architecture")
+        ensemble = cls(first.config, n_members=len(members), head_std=first.head_std, readout=first.readout)
         for mine, theirs in zip(ensemble.members, members):
             mine.load_state_dict(theirs.state_dict())
         return ensemble.to(next(first.parameters()).device)
@@ -58,9 +58,13 @@ class RewardEnsemble(nn.Module):
     def head_std(self) -> float:
         return self.members[0].head_std
 
+    @property
+    def readout(self) -> str:
+        return self.members[0].readout
+
     def checkpoint_extra(self) -> dict:
         """Constructor arguments besides the GPTConfig, stored so checkpoint.load can rebuild this model."""
-        return {"n_members": len(self.members), "head_std": self.head_std}
+        return {"n_members": len(self.members), "head_std": self.head_std, "readout": self.readout}
 
     def token_values(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The members' mean value at every position, minus reward_bias: (B, T)."""
@@ -68,7 +72,7 @@ class RewardEnsemble(nn.Module):
         return values.mean(dim=0) - self.reward_bias
 
     def forward(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """r(x, y) for each row: the members' mean reward at the last real token, minus reward_bias. (B,)."""
+        """r(x, y) for each row: the members' mean reward (each read as its readout says), minus reward_bias. (B,)."""
         rewards = torch.stack([m(idx, attention_mask) for m in self.members])                # (M, B)
         return rewards.mean(dim=0) - self.reward_bias
 
@@ -80,15 +84,16 @@ def single_reward_model(rm: RewardModel | RewardEnsemble) -> RewardModel:
 
 
 def train_reward_ensemble(sft: GPT, data: tuple[Sequence, Sequence | None], cfg: RewardConfig, n_members: int, *,
-                          tokenizer, progress: bool = True) -> tuple[RewardEnsemble, list[dict]]:
+                          tokenizer, progress: bool = True, readout: str = "last") -> tuple[RewardEnsemble, list[dict]]:
     """M reward models from the SFT model, one after the other, each `train_reward_model` with the same config,
     comparisons and shuffling order: they differ only in their head's random draw (torch's random state, which
     goes on from one member to the next). Member 0 is the RM that `RewardModel.from_gpt` + `train_reward_model`
-    would have made. Returns (ensemble, one history per member)."""
+    would have made. readout: where every member reads its reward (reward.READOUTS). Returns (ensemble, one history
+    per member)."""
     _check_n_members(n_members)
     members, histories = [], []
     for _ in range(n_members):
-        rm = RewardModel.from_gpt(sft)   # the head drawn from torch's random state
+        rm = RewardModel.from_gpt(sft, readout=readout)   # the head drawn from torch's random state
         rm, history = train_reward_model(rm, data, cfg, tokenizer=tokenizer, progress=progress)
         members.append(rm)
         histories.append(history)

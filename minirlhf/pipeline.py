@@ -60,6 +60,7 @@ from minirlhf.pretrain import (
 )
 from minirlhf.probes import probe_accuracy, probe_pairs
 from minirlhf.reward import (
+    READOUTS,
     RewardConfig,
     RewardModel,
     normalize_reward,
@@ -103,6 +104,8 @@ class PipelineConfig:
     reward_members: int = 1             # the main RM as an ensemble of this many RMs (ensemble.py), each trained
     # as `reward` says, their rewards averaged; 1: one RM (three seeds with 3 did not beat one: docs/calibration.md).
     # RM-1 is always one RM
+    reward_readout: str = "last"        # where both RMs read r_θ: "last" token (InstructGPT) or "sum" over tokens
+    # (reward.READOUTS; "sum" sees wrong facts better and the end token worse: docs/calibration.md)
     round1_reward_epochs: int = 2       # RM-1, the weaker proxy: round 1's data only, 2 passes
     ppo: PPOConfig = field(default_factory=lambda: PPOConfig(iterations=60, lr=2e-5))  # its max_new_tokens caps
     # every sampled answer (comparisons, evaluation); its ptx_coef is 0: PPO-ptx is the same run with ptx_coef below
@@ -114,6 +117,8 @@ class PipelineConfig:
 
     def __post_init__(self):
         check_integers(self, reward_members=1)   # 1: one RM
+        if self.reward_readout not in READOUTS:
+            raise ValueError(f"reward_readout={self.reward_readout!r}: give one of {', '.join(READOUTS)}")
         if self.ppo.ptx_coef != 0:
             raise ValueError(f"cfg.ppo is the PPO run (ptx_coef 0, got {self.ppo.ptx_coef}); "
                              "set PipelineConfig.ptx_coef for the PPO-ptx run")
@@ -488,11 +493,11 @@ def train_rm(run: Run, name: str, rounds: tuple, epochs: int | None = None, memb
     train = [c for r in rounds for c in load_comparisons(run.path(r))]
     val = load_comparisons(run.folder / "comparisons_val.jsonl")
     if members == 1:
-        rm = RewardModel.from_gpt(run.model("sft"))
+        rm = RewardModel.from_gpt(run.model("sft"), readout=run.cfg.reward_readout)
         rm, history = train_reward_model(rm, (train, val), cfg, tokenizer=tokenizer, progress=run.progress)
     else:
         rm, histories = train_reward_ensemble(run.model("sft"), (train, val), cfg, members, tokenizer=tokenizer,
-                                              progress=run.progress)
+                                              progress=run.progress, readout=run.cfg.reward_readout)
         history = {**histories[0], "members": histories}   # plots read member 0's curves
     normalize_reward(rm, run.world.demonstrations(), tokenizer)   # the demonstrations' mean reward is 0
     accuracy = pairwise_accuracy(rm, val, tokenizer)

@@ -38,12 +38,24 @@ from minirlhf.validate import check_integers, check_numbers
 # The model
 
 
-class RewardModel(nn.Module):
-    """r_θ(x, y): a GPT trunk (the SFT model, unembedding unused) + a linear head read at the last real token."""
+READOUTS = ("last", "sum")   # where the head's values become r_θ(x, y): see RewardModel.forward
 
-    def __init__(self, config: GPTConfig, head_std: float | None = None):
+
+class RewardModel(nn.Module):
+    """r_θ(x, y): a GPT trunk (the SFT model, unembedding unused) + a linear head, read at the last real token.
+
+    readout "last" (InstructGPT, the course default): the head at the last real token, `<|endoftext|>` for an answer
+    that ended. readout "sum": the head summed over every real token, a per-token reward Σ_t w·h_t (an experiment:
+    docs/calibration.md, "Reading the reward at every token"). The prompt's tokens add the same amount to every answer
+    of a prompt (the trunk is causal), so their part cancels in every pairwise comparison.
+    """
+
+    def __init__(self, config: GPTConfig, head_std: float | None = None, readout: str = "last"):
         super().__init__()
+        if readout not in READOUTS:
+            raise ValueError(f"unknown reward readout {readout!r}; valid: {', '.join(READOUTS)}")
         self.config = config
+        self.readout = readout
         self.trunk = GPT(config)  # its lm_head is never called: "the final unembedding layer removed"
         self.head = nn.Linear(config.n_embd, 1)  # hidden state (C,) -> scalar reward
         # std 1/√(d+1): rewards start at O(1) and differ between responses, so the loss has a gradient to follow
@@ -54,27 +66,34 @@ class RewardModel(nn.Module):
         self.register_buffer("reward_bias", torch.zeros(()))
 
     @classmethod
-    def from_gpt(cls, gpt: GPT, head_std: float | None = None) -> RewardModel:
+    def from_gpt(cls, gpt: GPT, head_std: float | None = None, readout: str = "last") -> RewardModel:
         """A reward model whose trunk is a copy of `gpt` (InstructGPT starts the RM from the SFT model)."""
-        rm = cls(gpt.config, head_std=head_std)
+        rm = cls(gpt.config, head_std=head_std, readout=readout)
         rm.trunk.load_state_dict(gpt.state_dict())
         return rm.to(next(gpt.parameters()).device)
 
     def checkpoint_extra(self) -> dict:
         """Constructor arguments besides the GPTConfig, stored so checkpoint.load can rebuild this model."""
-        return {"head_std": self.head_std}
+        return {"head_std": self.head_std, "readout": self.readout}
 
     def token_values(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The head at every position, minus reward_bias: (B, T). PPO's value model V(x, y_<t) reads this."""
+        return self._head_values(idx, attention_mask) - self.reward_bias     # (B, T)
+
+    def _head_values(self, idx: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         h = self.trunk.hidden_states(idx, attention_mask=attention_mask)  # (B, T, C) after the final LayerNorm
-        return self.head(h).squeeze(-1) - self.reward_bias                  # (B, T)
+        return self.head(h).squeeze(-1)                                     # (B, T)
 
     def forward(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """r_θ(x, y) for each row: the head at the LAST REAL token (left or right padding alike). Returns (B,)."""
-        values = self.token_values(idx, attention_mask)                     # (B, T)
-        if attention_mask is None:
-            return values[:, -1]
-        return values.gather(1, last_token_index(attention_mask).unsqueeze(1)).squeeze(1)  # (B,)
+        """r_θ(x, y) for each row, read as `readout` says (left or right padding alike). Returns (B,)."""
+        values = self._head_values(idx, attention_mask)                     # (B, T)
+        if self.readout == "sum":                                           # Σ_t over the real tokens
+            real = torch.ones_like(values) if attention_mask is None else attention_mask.to(values.dtype)
+            return (values * real).sum(dim=1) - self.reward_bias            # (B,)
+        if attention_mask is None:                                          # the LAST REAL token
+            return values[:, -1] - self.reward_bias
+        last = values.gather(1, last_token_index(attention_mask).unsqueeze(1)).squeeze(1)   # (B,)
+        return last - self.reward_bias
 
 
 # ----------------------------------------------------------------------------------------------------------

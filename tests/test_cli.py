@@ -100,3 +100,20 @@ def test_reward_members_reach_the_pipeline_config(tmp_path, capsys, monkeypatch)
     assert "--reward-members" in capsys.readouterr().err
     with pytest.raises(ValueError, match="reward_members=0: give an integer ≥ 1"):
         pipeline.PipelineConfig(reward_members=0)
+
+
+def test_the_reward_readout_reaches_the_pipeline_config(tmp_path, capsys, monkeypatch):
+    import minirlhf.pipeline as pipeline
+    from minirlhf.reward import READOUTS
+
+    seen = []
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda folder, preset, **kw: seen.append(preset))
+    for readout in READOUTS:   # every readout the model knows is a choice of the command line
+        assert main(["pipeline", "--preset", "smoke", "--reward-readout", readout, "--out", str(tmp_path)]) == 0
+    assert [cfg.reward_readout for cfg in seen] == list(READOUTS)
+    assert pipeline.pipeline_config("course").reward_readout == "last"      # InstructGPT's, the course's
+    with pytest.raises(SystemExit):
+        main(["pipeline", "--reward-readout", "mean", "--out", str(tmp_path / "run")])
+    assert "--reward-readout" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="reward_readout='mean': give one of last, sum"):
+        pipeline.PipelineConfig(reward_readout="mean")

@@ -1,5 +1,6 @@
 """Reward model: padding invariance, the K-choose-2 loss against hand computations, a learning run, normalisation."""
 
+import json
 import math
 import random
 from types import SimpleNamespace
@@ -73,6 +74,51 @@ def test_reward_is_read_at_the_last_real_token(tok):
         rm(ids, torch.zeros_like(mask))
 
 
+def test_the_sum_readout_adds_the_head_over_every_real_token(tok):
+    torch.manual_seed(0)
+    rm = RewardModel(get_config("tiny"), readout="sum").eval()
+    rm.reward_bias.fill_(0.5)
+    rows = [[5, 6, 7], [5, 6, 7, 8, 9]]
+    ids, mask = pad_right(rows, tok.pad_token_id, 64)
+    with torch.no_grad():
+        values = rm.token_values(ids, mask) + 0.5                              # the head itself, (2, 5)
+        expected = torch.stack([values[0, :3].sum(), values[1].sum()]) - 0.5   # bias subtracted once per answer
+        torch.testing.assert_close(rm(ids, mask), expected)
+        alone = torch.stack([rm(torch.tensor([r]))[0] for r in rows])         # no padding at all
+        torch.testing.assert_close(rm(ids, mask), alone, atol=1e-5, rtol=0)
+
+
+def test_under_the_sum_readout_the_prompt_cancels_in_a_comparison(tok):
+    rm = RewardModel(get_config("tiny"), readout="sum").eval()
+    prompt = "what colour does bobo like?"
+    rows = [encode_response(tok, prompt, r, True) for r in ("bobo likes red.", "red")]
+    n_prompt = len(encode_response(tok, prompt, "", False))
+    ids, mask = pad_right(rows, tok.pad_token_id, 64)
+    with torch.no_grad():
+        r = rm(ids, mask)
+        values = rm.token_values(ids, mask)
+    answer_part = [values[i, n_prompt:len(row)].sum() for i, row in enumerate(rows)]   # the answers' tokens only
+    torch.testing.assert_close(r[0] - r[1], answer_part[0] - answer_part[1], atol=1e-5, rtol=0)
+
+
+def test_a_readout_is_checked_and_kept_by_checkpoints(tok, tmp_path):
+    from minirlhf.checkpoint import load_checkpoint, save_checkpoint
+
+    with pytest.raises(ValueError, match="unknown reward readout 'mean'; valid: last, sum"):
+        RewardModel(get_config("tiny"), readout="mean")
+    torch.manual_seed(0)
+    rm = RewardModel(get_config("tiny", vocab_size=len(tok)), readout="sum").eval()
+    save_checkpoint(tmp_path / "rm", rm, tok, stage="rm")
+    loaded, _, _ = load_checkpoint(tmp_path / "rm")
+    assert loaded.readout == "sum"
+    args = (["what colour does bobo like?"] * 2, ["bobo likes red.", "red"], [True, False])
+    torch.testing.assert_close(score_responses(loaded, tok, *args), score_responses(rm, tok, *args))
+    config = json.loads((tmp_path / "rm" / "config.json").read_text())
+    del config["extra"]["readout"]                                            # a checkpoint from before readouts
+    (tmp_path / "rm" / "config.json").write_text(json.dumps(config))
+    assert load_checkpoint(tmp_path / "rm")[0].readout == "last"             # is read at the last token
+
+
 def test_from_gpt_copies_the_trunk():
     torch.manual_seed(1)
     gpt = GPT(get_config("tiny")).eval()
@@ -83,7 +129,7 @@ def test_from_gpt_copies_the_trunk():
     d = gpt.config.n_embd
     assert rm.head_std == pytest.approx(1 / math.sqrt(d + 1))
     assert rm.head.weight.std().item() == pytest.approx(1 / math.sqrt(d + 1), rel=0.5)  # not a zero head
-    assert RewardModel.from_gpt(gpt, head_std=0.3).checkpoint_extra() == {"head_std": 0.3}
+    assert RewardModel.from_gpt(gpt, head_std=0.3).checkpoint_extra() == {"head_std": 0.3, "readout": "last"}
     assert "reward_bias" in rm.state_dict()
 
 
@@ -330,6 +376,11 @@ def test_from_members_copies_and_refuses_mixed_architectures():
     other = RewardModel(get_config("tiny", n_layer=1))
     with pytest.raises(ValueError, match="differ in architecture"):
         RewardEnsemble.from_members([members[0], other])
+    summed = RewardModel(get_config("tiny"), readout="sum")
+    summed.load_state_dict(members[1].state_dict())
+    with pytest.raises(ValueError, match="GPTConfig, head_std or readout"):   # same weights, read another way
+        RewardEnsemble.from_members([members[0], summed])
+    assert RewardEnsemble.from_members([summed]).readout == "sum"           # kept, not reset to "last"
     with pytest.raises(ValueError, match="at least one"):
         RewardEnsemble.from_members([])
     for bad in (0, -2, 1.5, True):
