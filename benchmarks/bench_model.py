@@ -56,14 +56,20 @@ def train_step_fn(model, x, hf: bool):
     return step
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5)
+def benchmark_args(doc: str, repeats: int) -> argparse.Namespace:
+    """--repeats and --threads from the command line; sets torch's thread count and seed 0."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    transformers.logging.set_verbosity_error()
     torch.manual_seed(0)
+    return args
+
+
+def main():
+    args = benchmark_args(__doc__, repeats=5)
+    transformers.logging.set_verbosity_error()
     config = get_config("course")
     print(f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}; "
           f"course preset {config} ({GPT(config).num_parameters() / 1e6:.2f}M parameters)\n")
