@@ -510,12 +510,17 @@ def test_a_ctrl_c_that_lands_in_a_finalizer_still_stops_the_command(tmp_path, mo
         finished.append(True)
 
     monkeypatch.setattr(cli, "_cmd_data", command)
-    handler = signal.getsignal(signal.SIGINT)
-    start = time.monotonic()
-    assert cli.main(["data", "--out", str(tmp_path)]) == 130
-    assert not finished and time.monotonic() - start < 3
-    assert "interrupted:" in capsys.readouterr().err
-    assert signal.getsignal(signal.SIGINT) is handler   # put back
+    # a shell starts background jobs with SIGINT ignored, and the CLI rightly leaves an ignored SIGINT alone
+    outside = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        handler = signal.getsignal(signal.SIGINT)
+        start = time.monotonic()
+        assert cli.main(["data", "--out", str(tmp_path)]) == 130
+        assert not finished and time.monotonic() - start < 3
+        assert "interrupted:" in capsys.readouterr().err
+        assert signal.getsignal(signal.SIGINT) is handler   # put back
+    finally:
+        signal.signal(signal.SIGINT, outside)
 
 
 # ------------------------------------------------------------------------------------------------------------
