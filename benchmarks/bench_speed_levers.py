@@ -38,6 +38,11 @@ def cpu_flags() -> set:
     return set(line.split(":", 1)[-1].split())
 
 
+def precision(bf16: bool):
+    """bf16 autocast on the CPU, or nothing (eager fp32)."""
+    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
 def make_step(model: GPT, batches: list, bf16: bool):
     """One pre-training step (forward, backward, AdamW) on the next batch; returns the loss."""
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
@@ -46,8 +51,7 @@ def make_step(model: GPT, batches: list, bf16: bool):
     def step() -> float:
         x, y = batches[state["i"] % len(batches)]
         state["i"] += 1
-        context = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-        with context:
+        with precision(bf16):
             _, loss = model(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -59,8 +63,7 @@ def make_step(model: GPT, batches: list, bf16: bool):
 
 @torch.no_grad()
 def logits_of(model, x, bf16: bool) -> torch.Tensor:
-    context = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    with context:
+    with precision(bf16):
         return model(x)[0].float()
 
 
@@ -90,8 +93,7 @@ def main():
     for name, wrap, bf16 in levers:
         try:
             eager = make_step(copy.deepcopy(base), batches, False)
-            lever_model = wrap(copy.deepcopy(base))
-            lever = make_step(lever_model, batches, bf16)
+            lever = make_step(wrap(copy.deepcopy(base)), batches, bf16)
             lever()   # compile (or warm up) outside the timed pairs
             t_base, t_lever, ratio = paired(eager, lever, args.repeats)
             drift = (logits_of(wrap(copy.deepcopy(base).eval()), x, bf16) - fp32_logits).abs().max().item()

@@ -88,8 +88,8 @@ class RewardModel(nn.Module):
         """r_θ(x, y) for each row, read as `readout` says (left or right padding alike). Returns (B,)."""
         values = self._head_values(idx, attention_mask)                     # (B, T)
         if self.readout == "sum":                                           # Σ_t over the real tokens
-            real = torch.ones_like(values) if attention_mask is None else attention_mask.to(values.dtype)
-            return (values * real).sum(dim=1) - self.reward_bias            # (B,)
+            real = values if attention_mask is None else values * attention_mask.to(values.dtype)
+            return real.sum(dim=1) - self.reward_bias                       # (B,)
         if attention_mask is None:                                          # the LAST REAL token
             return values[:, -1] - self.reward_bias
         last = values.gather(1, last_token_index(attention_mask).unsqueeze(1)).squeeze(1)   # (B,)
