@@ -184,6 +184,10 @@ def _cmd_pipeline(args) -> None:
         cfg = replace(cfg, reward_members=args.reward_members)
     if args.reward_readout is not None:
         cfg = replace(cfg, reward_readout=args.reward_readout)
+    if args.reward_flag_coef is not None:
+        cfg = replace(cfg, reward=replace(cfg.reward, flag_coef=args.reward_flag_coef))
+    if args.cut_copies is not None:
+        cfg = replace(cfg, comparisons=replace(cfg.comparisons, cut_copies=args.cut_copies))
     if args.seeds is not None and args.seed is not None:
         raise ValueError("give either --seed (one run in --out) or --seeds (one run per seed in --out/seed-S)")
     with distributed.process_group(args.device):   # under torchrun: train with the other processes
@@ -264,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reward-readout", choices=("last", "sum"), default=None,
                    help="where both reward models read r_θ: the last token (InstructGPT) or the sum over tokens "
                         "(reward.py; default: the preset's, last)")
+    p.add_argument("--reward-flag-coef", type=_number(0), default=None,
+                   help="both reward models also learn the labelers' flags (hallucination), weighed by this ≥ 0 "
+                        "(reward.py; default: the preset's, 0)")
+    p.add_argument("--cut-copies", type=_integer(0, 3), default=None,
+                   help="training comparisons also rank this many cut-off copies of ended answers per prompt, 0-3 "
+                        "(comparisons.py; default: the preset's, 0)")
     p.add_argument("--device", default=None, help="cpu, cuda or mps (default: the fastest available); under "
                    "torchrun each process takes GPU LOCAL_RANK")
     p.set_defaults(func=_cmd_pipeline, interrupted="finished stages are kept; rerun with --resume to continue")

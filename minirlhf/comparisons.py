@@ -22,6 +22,7 @@ import itertools
 import json
 import math
 import os
+import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,11 +47,16 @@ class ComparisonConfig:
     round1_passes: int = 4                      # times each train prompt is sampled and ranked (600 prompts -> 2,400)
     round2_policies: tuple = ("sft", "ppo_round1", "pretrained")   # round 2 adds PPO-1, trained against RM-1
     round2_passes: int = 3                      # 600 prompts -> 1,800 comparisons
+    cut_copies: int = 0                         # train comparisons: + this many cut-off copies of ended answers
+    # per prompt (sample_comparisons), ranked with the rest; 0 in the course (docs/calibration.md)
 
     def __post_init__(self):
         if not MIN_K <= self.k <= MAX_K:
             raise ValueError(f"k={self.k}: InstructGPT ranked between {MIN_K} and {MAX_K} responses; choose k in "
                              f"{MIN_K}..{MAX_K}")
+        if not 0 <= self.cut_copies <= MAX_K - self.k:
+            raise ValueError(f"cut_copies={self.cut_copies}: k + cut_copies responses are ranked, at most {MAX_K}; "
+                             f"choose 0..{MAX_K - self.k}")
         if self.round1_passes < 1 or self.round2_passes < 0:
             raise ValueError("round1_passes must be >= 1 and round2_passes >= 0 (0 skips round 2's sampling)")
 
@@ -66,6 +72,7 @@ class Comparison:
     gold: list[float]            # noise-free gold total of each response
     sources: list[str] = field(default_factory=list)  # which policy / temperature sampled y_k, e.g. "sft@T=1.0"
     labeler: dict = field(default_factory=dict)       # the NoisyRanker's settings, e.g. {"temperature": 1.0, "seed": 0}
+    flags: dict = field(default_factory=dict)         # the labeler's metadata: {"hallucination": [0/1 per response]}
 
     @property
     def k(self) -> int:
@@ -105,7 +112,8 @@ def _first_duplicates(responses: list[str], ended: list[bool]) -> list[int]:
 
 def sample_comparisons(prompts: Sequence, policies: dict, tokenizer, world, k: int = 4,
                        temperatures: Sequence[float] = (0.7, 1.0, 1.3), ranker=None, seed: int = 0,
-                       max_new_tokens: int = 24, batch_size: int = 64, max_resamples: int = 3) -> list[Comparison]:
+                       max_new_tokens: int = 24, batch_size: int = 64, max_resamples: int = 3,
+                       cut_copies: int = 0) -> list[Comparison]:
     """K responses per prompt, spread over policies × temperatures, ranked by the noisy labeler.
 
     prompts: world Prompts. policies: {"pretrained": gpt, "sft": gpt, ...}. ranker: a gold.NoisyRanker
@@ -114,10 +122,17 @@ def sample_comparisons(prompts: Sequence, policies: dict, tokenizer, world, k: i
     share; each source generates all of its slots in batches. A response that repeats an earlier one of the same
     prompt is resampled up to `max_resamples` times; duplicates still left are dropped (that prompt then has
     fewer than K responses), and a prompt with fewer than 2 distinct responses is skipped.
+
+    cut_copies: each prompt's answers are joined by this many copies of its ended answers cut off as a length cap
+    would cut them (0 to MAX_CUT tokens before their end, no EOS; `cut_off_copies`), and the labeler ranks all
+    of them. Sampled answers rarely stop at the cap, so without these the comparisons never show an answer beside
+    the same answer unended: the one thing that teaches a per-token ("sum") reward model the end token.
     """
     if not isinstance(k, int) or not MIN_K <= k <= MAX_K:
         raise ValueError(f"k={k!r} responses per prompt; InstructGPT ranked between {MIN_K} and {MAX_K}: "
                          f"choose k in {MIN_K}..{MAX_K}")
+    if not isinstance(cut_copies, int) or not 0 <= cut_copies <= MAX_K - k:
+        raise ValueError(f"cut_copies={cut_copies!r}: k + cut_copies responses are ranked, at most {MAX_K}")
     if not policies:
         raise ValueError("no policies to sample from; pass e.g. {'pretrained': gpt, 'sft': sft_model}")
     if not temperatures or any(t <= 0 for t in temperatures):
@@ -150,20 +165,47 @@ def sample_comparisons(prompts: Sequence, policies: dict, tokenizer, world, k: i
             break
 
     comparisons = []
+    cut_rng = random.Random(seed)   # where the copies are cut: its own stream, so cut_copies=0 changes nothing
     for i, prompt in enumerate(prompts):
         duplicates = set(_first_duplicates(responses[i], ended[i]))
         keep = [j for j in range(k) if j not in duplicates]
         if len(keep) < 2:
             continue
         texts, ends = [responses[i][j] for j in keep], [ended[i][j] for j in keep]
-        gold = [float(gold_score(world, prompt, r, e).total) for r, e in zip(texts, ends)]
+        names = [f"{sources[slot_source[i][j]][0]}@T={sources[slot_source[i][j]][1]:g}" for j in keep]
+        if cut_copies:
+            texts, ends, names = cut_off_copies(texts, ends, names, tokenizer, cut_copies, cut_rng)
+        scores = [gold_score(world, prompt, r, e) for r, e in zip(texts, ends)]
+        gold = [float(s.total) for s in scores]
         comparisons.append(Comparison(
             prompt=_prompt_dict(prompt), responses=texts, ended=ends,
             ranking=[int(j) for j in ranker.rank(gold)], gold=gold,
-            sources=[f"{sources[slot_source[i][j]][0]}@T={sources[slot_source[i][j]][1]:g}" for j in keep],
-            labeler={"temperature": ranker.temperature, "seed": ranker.seed},
+            sources=names,
+            labeler={"temperature": ranker.temperature, "seed": ranker.seed, "flag_noise": ranker.flag_noise},
+            flags=ranker.flags(scores),
         ))
     return comparisons
+
+
+MAX_CUT = 3   # a cut-off copy ends 0..MAX_CUT tokens before its answer did (0: the same text, without EOS)
+
+
+def cut_off_copies(texts: list[str], ended: list[bool], sources: list[str], tokenizer, n: int,
+                   rng: random.Random) -> tuple[list[str], list[bool], list[str]]:
+    """The responses plus up to n copies of different ended answers, each cut 0..MAX_CUT tokens before its end and
+    left without EOS, as a length cap would have cut it (source "<its source>+cut"). A copy that repeats a
+    response already there is left out."""
+    texts, ended, sources = list(texts), list(ended), list(sources)
+    candidates = [j for j in range(len(texts)) if ended[j] and texts[j]]
+    for j in rng.sample(candidates, min(n, len(candidates))):
+        ids = tokenizer.encode(texts[j], add_special_tokens=False)
+        cut = tokenizer.decode(ids[:len(ids) - rng.randint(0, min(MAX_CUT, len(ids) - 1))],
+                               skip_special_tokens=True).strip()
+        if (cut, False) not in set(zip(texts, ended)):
+            texts.append(cut)
+            ended.append(False)
+            sources.append(sources[j] + "+cut")
+    return texts, ended, sources
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -175,7 +217,7 @@ def save_comparisons(path: str | os.PathLike, comparisons: Sequence[Comparison])
     return write_text_atomic(path, "".join(json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in comparisons))
 
 
-REQUIRED_FIELDS = ("prompt", "responses", "ended", "ranking", "gold", "sources", "labeler")
+REQUIRED_FIELDS = ("prompt", "responses", "ended", "ranking", "gold", "sources", "labeler")   # and "flags", optional
 
 
 def load_comparisons(path: str | os.PathLike) -> list[Comparison]:
@@ -228,8 +270,14 @@ def comparison_from_dict(record) -> Comparison:
             raise ValueError(f"responses {seen[key]} and {j} are identical ({key[0]!r}, ended={key[1]}); "
                              "a duplicate gives a tie pair the labeler could not rank: drop one of them")
         seen[key] = j
+    flags = record.get("flags", {})   # files written before the labeler flagged anything have none
+    if not isinstance(flags, dict):
+        raise ValueError("'flags' must be an object, e.g. {\"hallucination\": [0, 1, ...]} (one mark per response)")
+    for name in flags:
+        _check_list(flags, name, K, lambda v: type(v) is int and v in (0, 1), "0/1 marks")
     return Comparison(prompt=prompt, responses=responses, ended=record["ended"], ranking=record["ranking"],
-                      gold=[float(g) for g in record["gold"]], sources=record["sources"], labeler=record["labeler"])
+                      gold=[float(g) for g in record["gold"]], sources=record["sources"], labeler=record["labeler"],
+                      flags=flags)
 
 
 def _check_list(record: dict, name: str, K: int, ok, kind: str) -> None:

@@ -74,6 +74,7 @@ from minirlhf.tokenizer import encode_chat_prompt, train_tokenizer
 from minirlhf.validate import check_integers
 from minirlhf.world import World, WorldConfig
 from minirlhf.world.corpus import Corpus, CorpusMix, lookup_probe_rows, phases_for
+from minirlhf.world.gold import FLAGS
 
 # ------------------------------------------------------------------------------------------------------------
 # Configuration: one dataclass of stage configs, two presets
@@ -465,16 +466,16 @@ def collect_comparisons(run: Run, name: str, policies: tuple, passes: int, with_
     cfg, seed = run.cfg.comparisons, run.seed_for(name)
     models = {p: run.model(p) for p in policies}
 
-    def sample(prompts: list, seed: int) -> list:
+    def sample(prompts: list, seed: int, cut_copies: int = 0) -> list:
         return sample_comparisons(prompts, models, run.tokenizer, run.world, k=cfg.k, temperatures=cfg.temperatures,
-                                  seed=seed, max_new_tokens=run.cfg.max_new_tokens)
+                                  seed=seed, max_new_tokens=run.cfg.max_new_tokens, cut_copies=cut_copies)
 
     metrics = {}
     if with_val:   # written first: the round's own file marks the stage done
-        val = sample(run.world.prompts("val"), seed + 500)
+        val = sample(run.world.prompts("val"), seed + 500)   # sampled answers only: the ceiling is theirs
         save_comparisons(run.folder / "comparisons_val.jsonl", val)
         metrics["val_comparisons"] = len(val)
-    train = sample(run.world.prompts("train") * passes, seed)
+    train = sample(run.world.prompts("train") * passes, seed, cfg.cut_copies)
     save_comparisons(run.path(name), train)
     return {**metrics, "comparisons": len(train), "policies": list(policies),
             "fact_contrast": fact_contrast_share(train, run.world)}
@@ -492,12 +493,13 @@ def train_rm(run: Run, name: str, rounds: tuple, epochs: int | None = None, memb
     cfg = replace(run.cfg.reward, seed=seed, epochs=epochs or run.cfg.reward.epochs)
     train = [c for r in rounds for c in load_comparisons(run.path(r))]
     val = load_comparisons(run.folder / "comparisons_val.jsonl")
+    flags = tuple(FLAGS) if cfg.flag_coef else ()   # a flag head only where the labeler's flags are trained on
     if members == 1:
-        rm = RewardModel.from_gpt(run.model("sft"), readout=run.cfg.reward_readout)
+        rm = RewardModel.from_gpt(run.model("sft"), readout=run.cfg.reward_readout, flags=flags)
         rm, history = train_reward_model(rm, (train, val), cfg, tokenizer=tokenizer, progress=run.progress)
     else:
         rm, histories = train_reward_ensemble(run.model("sft"), (train, val), cfg, members, tokenizer=tokenizer,
-                                              progress=run.progress, readout=run.cfg.reward_readout)
+                                              progress=run.progress, readout=run.cfg.reward_readout, flags=flags)
         history = {**histories[0], "members": histories}   # plots read member 0's curves
     normalize_reward(rm, run.world.demonstrations(), tokenizer)   # the demonstrations' mean reward is 0
     accuracy = pairwise_accuracy(rm, val, tokenizer)

@@ -14,6 +14,11 @@ achieve a mean score of 0 before doing RL": that is `normalize_reward`.
 
 Toy-scale lessons (docs/calibration.md): the head starts with std 1/√(d+1) and learns faster than the
 trunk (`head_lr_mult`); a zero head at the trunk's learning rate stayed at loss log 2 = 0.693.
+
+Beyond the paper: its labelers also flagged each output ("Hallucination", ...; world/gold.py FLAGS). A reward model
+built with `flags` has a second linear head that predicts those flags from the same last-token features, and with
+`RewardConfig.flag_coef` > 0 it trains on them too (binary cross-entropy, added to the ranking loss). The reward
+itself is still the scalar head: the flags only teach the trunk to notice what they mark (docs/calibration.md).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from minirlhf import distributed
 from minirlhf.model import GPT, GPTConfig, last_token_index, make_optimizer, pad_right
 from minirlhf.tokenizer import encode_chat_prompt
 from minirlhf.validate import check_integers, check_numbers
+from minirlhf.world.gold import FLAGS
 
 # ----------------------------------------------------------------------------------------------------------
 # The model
@@ -50,50 +56,62 @@ class RewardModel(nn.Module):
     of a prompt (the trunk is causal), so their part cancels in every pairwise comparison.
     """
 
-    def __init__(self, config: GPTConfig, head_std: float | None = None, readout: str = "last"):
+    def __init__(self, config: GPTConfig, head_std: float | None = None, readout: str = "last", flags: Sequence = ()):
         super().__init__()
         if readout not in READOUTS:
             raise ValueError(f"unknown reward readout {readout!r}; valid: {', '.join(READOUTS)}")
+        unknown = [f for f in flags if f not in FLAGS]
+        if unknown or len(set(flags)) != len(flags):
+            raise ValueError(f"flags {list(flags)}: give distinct labeler flags from {', '.join(FLAGS)}")
         self.config = config
         self.readout = readout
+        self.flags = tuple(flags)
         self.trunk = GPT(config)  # its lm_head is never called: "the final unembedding layer removed"
         self.head = nn.Linear(config.n_embd, 1)  # hidden state (C,) -> scalar reward
         # std 1/√(d+1): rewards start at O(1) and differ between responses, so the loss has a gradient to follow
         self.head_std = float(head_std) if head_std is not None else 1.0 / math.sqrt(config.n_embd + 1)
         nn.init.normal_(self.head.weight, mean=0.0, std=self.head_std)
         nn.init.zeros_(self.head.bias)
+        # the labeler's flags, one logit each, read where "last" reads r_θ (None without flags)
+        self.flag_head = nn.Linear(config.n_embd, len(self.flags)) if self.flags else None
         # subtracted from every reward; set by normalize_reward so the demonstrations' mean reward is 0
         self.register_buffer("reward_bias", torch.zeros(()))
 
     @classmethod
-    def from_gpt(cls, gpt: GPT, head_std: float | None = None, readout: str = "last") -> RewardModel:
+    def from_gpt(cls, gpt: GPT, head_std: float | None = None, readout: str = "last", flags: Sequence = ()) -> RewardModel:
         """A reward model whose trunk is a copy of `gpt` (InstructGPT starts the RM from the SFT model)."""
-        rm = cls(gpt.config, head_std=head_std, readout=readout)
+        rm = cls(gpt.config, head_std=head_std, readout=readout, flags=flags)
         rm.trunk.load_state_dict(gpt.state_dict())
         return rm.to(next(gpt.parameters()).device)
 
     def checkpoint_extra(self) -> dict:
         """Constructor arguments besides the GPTConfig, stored so checkpoint.load can rebuild this model."""
-        return {"head_std": self.head_std, "readout": self.readout}
+        return {"head_std": self.head_std, "readout": self.readout, "flags": list(self.flags)}
 
     def token_values(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The head at every position, minus reward_bias: (B, T). PPO's value model V(x, y_<t) reads this."""
         return self._head_values(idx, attention_mask) - self.reward_bias     # (B, T)
 
     def _head_values(self, idx: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        h = self.trunk.hidden_states(idx, attention_mask=attention_mask)  # (B, T, C) after the final LayerNorm
-        return self.head(h).squeeze(-1)                                     # (B, T)
+        return self.head(self.trunk.hidden_states(idx, attention_mask=attention_mask)).squeeze(-1)   # (B, T)
 
-    def forward(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """r_θ(x, y) for each row, read as `readout` says (left or right padding alike). Returns (B,)."""
-        values = self._head_values(idx, attention_mask)                     # (B, T)
+    def forward(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None, with_flags: bool = False):
+        """r_θ(x, y) for each row, read as `readout` says (left or right padding alike). Returns (B,); with_flags:
+        (rewards (B,), flag logits (B, F)), the flags read at the last real token (the model needs `flags`)."""
+        if with_flags and self.flag_head is None:
+            raise ValueError("this reward model has no flag head: build it with flags=..., e.g. flags=('hallucination',)")
+        h = self.trunk.hidden_states(idx, attention_mask=attention_mask)   # (B, T, C) after the final LayerNorm
+        values = self.head(h).squeeze(-1)                                   # (B, T)
+        last = (torch.full((idx.shape[0],), idx.shape[1] - 1, device=idx.device) if attention_mask is None
+                else last_token_index(attention_mask))                      # (B,) the LAST REAL token
         if self.readout == "sum":                                           # Σ_t over the real tokens
             real = values if attention_mask is None else values * attention_mask.to(values.dtype)
-            return real.sum(dim=1) - self.reward_bias                       # (B,)
-        if attention_mask is None:                                          # the LAST REAL token
-            return values[:, -1] - self.reward_bias
-        last = values.gather(1, last_token_index(attention_mask).unsqueeze(1)).squeeze(1)   # (B,)
-        return last - self.reward_bias
+            rewards = real.sum(dim=1) - self.reward_bias                    # (B,)
+        else:
+            rewards = values.gather(1, last.unsqueeze(1)).squeeze(1) - self.reward_bias   # (B,)
+        if not with_flags:
+            return rewards
+        return rewards, self.flag_head(h[torch.arange(idx.shape[0], device=idx.device), last])   # (B,), (B, F)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -172,10 +190,11 @@ def _device(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
-def _score_rows(rm: RewardModel, tokenizer, rows: list[list[int]]) -> torch.Tensor:
-    """r_θ for already-tokenised rows, one forward pass (with grad if enabled). Returns (len(rows),)."""
+def _score_rows(rm: RewardModel, tokenizer, rows: list[list[int]], with_flags: bool = False):
+    """r_θ for already-tokenised rows, one forward pass (with grad if enabled). Returns (len(rows),), and with_flags
+    the flag logits (len(rows), F) too."""
     ids, mask = pad_right(rows, tokenizer.pad_token_id, rm.config.block_size, _device(rm))
-    return rm(ids, attention_mask=mask)
+    return rm(ids, attention_mask=mask, with_flags=True) if with_flags else rm(ids, attention_mask=mask)
 
 
 @torch.no_grad()
@@ -212,20 +231,26 @@ class RewardConfig:
     seed: int = 0                # shuffling order
     eval_every: int = 0          # steps between validation accuracies (0: only at the end of each epoch)
     eval_batch_prompts: int = 32  # prompts per forward pass when measuring validation accuracy
+    flag_coef: float = 0.0       # weight of the labeler-flag loss (needs a RewardModel with flags; 0: rankings only)
 
     def __post_init__(self):
         """Every number in its range, or a ValueError naming the field and the range (before any training)."""
         check_integers(self, epochs=1, batch_prompts=1, eval_every=0, eval_batch_prompts=1)
-        check_numbers(self, lr=">", head_lr_mult="≥", weight_decay="≥", grad_clip="≥")   # grad_clip 0: no clipping
+        check_numbers(self, lr=">", head_lr_mult="≥", weight_decay="≥", grad_clip="≥", flag_coef="≥")   # grad_clip 0: no clipping
 
 
-def comparison_batch(rm: RewardModel, tokenizer, comparisons: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward each comparison's K responses once: rewards (N, K_max) and rankings (N, K_max), −1 padded."""
+def comparison_batch(rm: RewardModel, tokenizer, comparisons: Sequence, flag_loss: bool = False):
+    """Forward each comparison's K responses once: rewards (N, K_max) and rankings (N, K_max), −1 padded.
+    flag_loss: also the binary cross-entropy of the RM's flag logits against the labeler's flags, every response
+    weighing the same (a third value, a scalar)."""
     rows, widths = [], []
     for c in comparisons:
         rows += [encode_response(tokenizer, c.prompt, r, e) for r, e in zip(c.responses, c.ended)]
         widths.append(len(c.responses))
-    flat = _score_rows(rm, tokenizer, rows)                                # (Σ K_n,)
+    if flag_loss:
+        flat, flag_logits = _score_rows(rm, tokenizer, rows, with_flags=True)   # (Σ K_n,), (Σ K_n, F)
+    else:
+        flat = _score_rows(rm, tokenizer, rows)                            # (Σ K_n,)
     K = max(widths)
     rewards = flat.new_zeros(len(comparisons), K)                         # (N, K_max)
     rankings = torch.full((len(comparisons), K), -1, dtype=torch.long, device=flat.device)
@@ -234,7 +259,15 @@ def comparison_batch(rm: RewardModel, tokenizer, comparisons: Sequence) -> tuple
         rewards[n, :k] = flat[start:start + k]
         rankings[n, :k] = torch.tensor(c.ranking, dtype=torch.long)
         start += k
-    return rewards, rankings
+    if not flag_loss:
+        return rewards, rankings
+    marks = torch.tensor([[c.flags[name][j] for name in _flag_names(rm)] for c in comparisons for j in range(c.k)],
+                         dtype=torch.float32, device=flag_logits.device)   # (Σ K_n, F) the labeler's 0/1 flags
+    return rewards, rankings, F.binary_cross_entropy_with_logits(flag_logits.float(), marks)
+
+
+def _flag_names(rm) -> tuple:
+    return getattr(rm, "module", rm).flags   # under DistributedDataParallel the RewardModel is rm.module
 
 
 def train_reward_model(rm: RewardModel, data: tuple[Sequence, Sequence | None], cfg: RewardConfig, *, tokenizer,
@@ -245,7 +278,7 @@ def train_reward_model(rm: RewardModel, data: tuple[Sequence, Sequence | None], 
     callback(step, stats) after every step; stats: loss, accuracy (and val_accuracy, val_gold_accuracy when measured).
     history: step, loss, accuracy (per step, vs the stored noisy ranking); val_step, val_accuracy,
     val_gold_accuracy, seconds (every `eval_every` steps and after each epoch, vs the noisy ranking and vs the
-    noise-free gold order; seconds since the start).
+    noise-free gold order; seconds since the start); flag_loss (per step, with cfg.flag_coef > 0).
     Under torchrun (minirlhf.distributed) each process scores its share of every batch's prompts and only the
     main one validates; every process returns its history.
     """
@@ -254,15 +287,18 @@ def train_reward_model(rm: RewardModel, data: tuple[Sequence, Sequence | None], 
     train_comparisons, val_comparisons = data
     if len(train_comparisons) == 0:
         raise ValueError("no training comparisons; sample some with comparisons.sample_comparisons")
+    if cfg.flag_coef:
+        _check_flags(rm, train_comparisons)
     start_time = time.perf_counter()
     device = _device(rm)
     ddp_rm = distributed.wrap(rm)   # the model itself in one process; DistributedDataParallel under torchrun
     main = distributed.is_main()    # the process that validates and shows progress
     # the fresh head learns head_lr_mult times faster than the trunk (a zero-gradient start otherwise stalls)
-    optimizer = make_optimizer([(rm.trunk, cfg.lr), (rm.head, cfg.lr * cfg.head_lr_mult)], cfg.weight_decay)
+    heads = [rm.head] + ([rm.flag_head] if rm.flag_head is not None else [])
+    optimizer = make_optimizer([(rm.trunk, cfg.lr)] + [(h, cfg.lr * cfg.head_lr_mult) for h in heads], cfg.weight_decay)
     rng = random.Random(cfg.seed)
     history = {"step": [], "loss": [], "accuracy": [], "val_step": [], "val_accuracy": [], "val_gold_accuracy": [],
-               "seconds": []}
+               "seconds": [], **({"flag_loss": []} if cfg.flag_coef else {})}
 
     def validate(step: int, stats: dict) -> None:
         if main and val_comparisons and (not history["val_step"] or history["val_step"][-1] != step):
@@ -284,9 +320,13 @@ def train_reward_model(rm: RewardModel, data: tuple[Sequence, Sequence | None], 
             batch = [train_comparisons[i] for i in order[start:start + cfg.batch_prompts]]
             mine = distributed.shard(batch)   # this process's prompts (all of them in one process)
             # a process left without a prompt scores one at weight 0: DDP needs every process's backward
-            with distributed.autocast(device):
-                rewards, rankings = comparison_batch(ddp_rm, tokenizer, mine or batch[:1])   # (N, K), (N, K)
+            with distributed.autocast(device):   # rewards, rankings: (N, K); flag_loss: a scalar
+                rewards, rankings, *flag_loss = comparison_batch(ddp_rm, tokenizer, mine or batch[:1],
+                                                                 flag_loss=cfg.flag_coef > 0)
             loss, accuracy = pairwise_loss(rewards.float(), rankings)
+            if flag_loss:   # + flag_coef · BCE(flag logits, the labeler's flags)
+                loss = loss + cfg.flag_coef * flag_loss[0]
+                history["flag_loss"].append(distributed.all_reduce_mean(flag_loss[0].detach()).item())
             loss = distributed.scale_for_mean(loss, len(mine), len(batch))   # the batch's mean gradient
             accuracy = distributed.all_reduce_mean(distributed.scale_for_mean(accuracy, _pairs(mine), _pairs(batch)))
             optimizer.zero_grad(set_to_none=True)
@@ -307,6 +347,19 @@ def train_reward_model(rm: RewardModel, data: tuple[Sequence, Sequence | None], 
     bar.close()
     rm.eval()
     return rm, distributed.broadcast_object(history)   # every process returns the main process's history
+
+
+def _check_flags(rm: RewardModel, comparisons: Sequence) -> None:
+    """flag_coef > 0 needs a flag head and, on every comparison, the labeler's marks for each of its flags."""
+    if not rm.flags:
+        raise ValueError("RewardConfig.flag_coef > 0 but the reward model has no flags: build it with "
+                         "flags=('hallucination',) (world/gold.py FLAGS)")
+    for i, c in enumerate(comparisons):
+        missing = [name for name in rm.flags if name not in c.flags]
+        if missing:
+            raise ValueError(f"training comparison {i} has no labeler flag(s) {missing}: comparisons collected before "
+                             "the labeler flagged responses cannot train a flag head; collect them again, or set "
+                             "flag_coef=0")
 
 
 def _pairs(comparisons: Sequence) -> int:

@@ -117,3 +117,29 @@ def test_the_reward_readout_reaches_the_pipeline_config(tmp_path, capsys, monkey
     assert "--reward-readout" in capsys.readouterr().err
     with pytest.raises(ValueError, match="reward_readout='mean': give one of last, sum"):
         pipeline.PipelineConfig(reward_readout="mean")
+
+
+def test_the_reward_flag_coef_reaches_both_reward_models_config(tmp_path, capsys, monkeypatch):
+    import minirlhf.pipeline as pipeline
+
+    seen = []
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda folder, preset, **kw: seen.append(preset))
+    assert main(["pipeline", "--preset", "smoke", "--reward-flag-coef", "0.5", "--out", str(tmp_path)]) == 0
+    assert seen[0].reward.flag_coef == 0.5 and seen[0].reward.epochs == pipeline.smoke_config().reward.epochs
+    assert pipeline.pipeline_config("course").reward.flag_coef == 0.0      # InstructGPT trains on rankings only
+    with pytest.raises(SystemExit):
+        main(["pipeline", "--reward-flag-coef", "-1", "--out", str(tmp_path / "run")])
+    assert "--reward-flag-coef" in capsys.readouterr().err
+
+
+def test_cut_copies_reach_the_comparisons_config(tmp_path, capsys, monkeypatch):
+    import minirlhf.pipeline as pipeline
+
+    seen = []
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda folder, preset, **kw: seen.append(preset))
+    assert main(["pipeline", "--preset", "smoke", "--cut-copies", "1", "--out", str(tmp_path)]) == 0
+    assert seen[0].comparisons.cut_copies == 1 and seen[0].comparisons.k == pipeline.smoke_config().comparisons.k
+    assert pipeline.pipeline_config("course").comparisons.cut_copies == 0
+    with pytest.raises(SystemExit):
+        main(["pipeline", "--cut-copies", "4", "--out", str(tmp_path / "run")])
+    assert "--cut-copies" in capsys.readouterr().err

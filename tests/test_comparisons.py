@@ -2,21 +2,26 @@
 
 import json
 import math
+import random
 
 import pytest
 import torch
 import torch.nn as nn
 
 from minirlhf.comparisons import (
+    MAX_CUT,
     Comparison,
+    ComparisonConfig,
     ceiling_of,
+    comparison_from_dict,
+    cut_off_copies,
     load_comparisons,
     sample_comparisons,
     save_comparisons,
 )
 from minirlhf.model import GPT, get_config
 from minirlhf.world import World, WorldConfig
-from minirlhf.world.gold import NoisyRanker, gold_score
+from minirlhf.world.gold import FLAGS, NoisyRanker, gold_score
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +50,17 @@ def eos_policy(tok):
     with torch.no_grad():
         gpt.lm_head.bias.fill_(-30.0)
         gpt.lm_head.bias[tok.eos_token_id] = 30.0
+    return gpt
+
+
+def ending_policy(tok):
+    """A policy of random words that ends with EOS after about three of them (P(EOS) = 0.3 at every step)."""
+    gpt = random_policy(tok, 98)
+    gpt.lm_head = nn.Linear(gpt.config.n_embd, gpt.config.vocab_size)  # untied, logits = bias
+    nn.init.zeros_(gpt.lm_head.weight)
+    with torch.no_grad():
+        gpt.lm_head.bias.zero_()
+        gpt.lm_head.bias[tok.eos_token_id] = math.log(0.3 / 0.7 * (gpt.config.vocab_size - 1))
     return gpt
 
 
@@ -79,10 +95,61 @@ def test_sample_comparisons_spreads_sources_and_ranks_by_gold(world, tok):
         assert c.prompt["id"] == p.id and c.prompt_text == p.text
         assert len({(r, e) for r, e in zip(c.responses, c.ended)}) == 4  # no duplicates
         assert c.gold == [gold_score(world, p, r, e).total for r, e in zip(c.responses, c.ended)]
-        assert c.labeler == {"temperature": NoisyRanker().temperature, "seed": 3}
+        assert c.labeler == {"temperature": NoisyRanker().temperature, "seed": 3, "flag_noise": 0.1}
+        assert list(c.flags) == list(FLAGS) and all(len(marks) == c.k for marks in c.flags.values())
     again = sample_comparisons(prompts, policies, tok, world, k=4, temperatures=(0.7, 1.3),
                                ranker=NoisyRanker(seed=3), seed=0, max_new_tokens=8)
     assert again == comps  # seeded: reproducible
+
+
+def test_the_labelers_flags_are_stored_and_checked(world, tok, tmp_path):
+    """Flags mark each response's failures (hallucination: a made-up fact), as the labeler saw them."""
+    prompts = world.prompts("train")[:6]
+    comps = sample_comparisons(prompts, {"pre": random_policy(tok, 1)}, tok, world, k=4, temperatures=(1.0,),
+                               ranker=NoisyRanker(seed=0, flag_noise=0.0), seed=0, max_new_tokens=8)
+    for c, p in zip(comps, prompts):   # a noise-free labeler flags exactly the dishonest answers
+        assert c.flags == {"hallucination": [int(gold_score(world, p, r, e).honest < 1)
+                                             for r, e in zip(c.responses, c.ended)]}
+    save_comparisons(tmp_path / "c.jsonl", comps)
+    assert load_comparisons(tmp_path / "c.jsonl") == comps
+    assert comparison_from_dict(record()).flags == {}   # files from before the labeler flagged anything
+    for flags, message in (([0, 1, 0], "'flags' must be an object"),
+                           ({"hallucination": [0, 1]}, "has 2 entries but there are K=3"),
+                           ({"hallucination": [0, 2, 0]}, "list of 0/1 marks"),
+                           ({"hallucination": [True, False, False]}, "list of 0/1 marks")):
+        with pytest.raises(ValueError, match=message):
+            comparison_from_dict(record(flags=flags))
+
+
+def test_a_cut_off_copy_is_an_ended_answer_cut_short_without_eos(tok):
+    texts = ["bobo likes red . bobo eats figs .", "kiki lives in a cave", "bobo likes red ."]
+    ended, sources = [True, False, True], ["sft@T=1", "pre@T=1", "pre@T=0.7"]
+    for seed in range(20):
+        got = cut_off_copies(texts, ended, sources, tok, 1, random.Random(seed))
+        assert got[0][:3] == texts and got[1][:3] == ended and got[2][:3] == sources   # the sampled ones untouched
+        (cut,), (cut_ended,), (source,) = got[0][3:], got[1][3:], got[2][3:]
+        j = sources.index(source.removesuffix("+cut"))
+        full, part = tok.encode(texts[j], add_special_tokens=False), tok.encode(cut, add_special_tokens=False)
+        assert ended[j] and not cut_ended and 0 <= len(full) - len(part) <= MAX_CUT and full[:len(part)] == part
+    assert len(cut_off_copies(texts, ended, sources, tok, 3, random.Random(0))[0]) == 5   # two ended answers only
+    assert cut_off_copies(["a ."], [False], ["s"], tok, 1, random.Random(0)) == (["a ."], [False], ["s"])
+    with pytest.raises(ValueError, match="cut_copies=4: k \\+ cut_copies responses are ranked, at most 9"):
+        ComparisonConfig(k=6, cut_copies=4)
+
+
+def test_sample_comparisons_ranks_the_cut_off_copies_with_the_rest(world, tok):
+    prompts = world.prompts("train")[:8]
+    policies = {"pre": random_policy(tok, 1), "sft": ending_policy(tok)}
+    plain = sample_comparisons(prompts, policies, tok, world, k=4, seed=0, max_new_tokens=8)
+    cut = sample_comparisons(prompts, policies, tok, world, k=4, seed=0, max_new_tokens=8, cut_copies=1)
+    assert len(cut) == len(plain) and any(c.k == 5 for c in cut)
+    for prompt, a, b in zip(prompts, plain, cut):
+        assert b.responses[:a.k] == a.responses and b.gold[:a.k] == a.gold   # the same samples, one copy more
+        for r, e, g, s in zip(b.responses[a.k:], b.ended[a.k:], b.gold[a.k:], b.sources[a.k:]):
+            assert not e and s.endswith("+cut") and g == gold_score(world, prompt, r, e).total
+        assert sorted(b.ranking) == list(range(b.k))
+    with pytest.raises(ValueError, match="cut_copies=6"):
+        sample_comparisons(prompts, policies, tok, world, k=4, cut_copies=6)
 
 
 def test_duplicates_are_resampled_then_dropped(world, tok):

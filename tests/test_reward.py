@@ -129,7 +129,7 @@ def test_from_gpt_copies_the_trunk():
     d = gpt.config.n_embd
     assert rm.head_std == pytest.approx(1 / math.sqrt(d + 1))
     assert rm.head.weight.std().item() == pytest.approx(1 / math.sqrt(d + 1), rel=0.5)  # not a zero head
-    assert RewardModel.from_gpt(gpt, head_std=0.3).checkpoint_extra() == {"head_std": 0.3, "readout": "last"}
+    assert RewardModel.from_gpt(gpt, head_std=0.3).checkpoint_extra() == {"head_std": 0.3, "readout": "last", "flags": []}
     assert "reward_bias" in rm.state_dict()
 
 
@@ -247,6 +247,72 @@ def test_the_head_learns_at_head_lr_mult_times_the_trunk_lr(tok):
     cfg = RewardConfig(lr=1e-3, head_lr_mult=0.0, batch_prompts=4)  # a head at 0 x lr must not move
     train_reward_model(rm, (marker_comparisons(4, seed=6), None), cfg, tokenizer=tok, progress=False)
     assert torch.equal(rm.head.weight, head) and not torch.equal(rm.trunk.transformer.wte.weight, trunk)
+
+
+def flagged(comparisons):
+    """The marker comparisons with a labeler flag: "hallucination" marks the answers without the marker word."""
+    for c in comparisons:
+        c.flags = {"hallucination": [int(MARKER not in r.split()) for r in c.responses]}
+    return comparisons
+
+
+def test_flag_logits_are_read_at_the_last_real_token_under_any_padding(tok):
+    torch.manual_seed(0)
+    rm = RewardModel(get_config("tiny"), flags=("hallucination",)).eval()
+    rows = [encode_response(tok, "what colour does bobo like?", r, True) for r in ("bobo likes red.", "red")]
+    ids, mask = pad_right(rows, tok.pad_token_id, 64)
+    rewards, logits = rm(ids, attention_mask=mask, with_flags=True)
+    assert logits.shape == (2, 1) and torch.equal(rewards, rm(ids, attention_mask=mask))
+    for i, row in enumerate(rows):   # each row alone, no padding: its last position
+        alone_reward, alone_logits = rm(torch.tensor([row]), with_flags=True)
+        assert torch.allclose(alone_logits[0], logits[i], atol=1e-5) and torch.allclose(alone_reward[0], rewards[i],
+                                                                                         atol=1e-5)
+    with pytest.raises(ValueError, match="no flag head"):
+        tiny_rm()(ids, attention_mask=mask, with_flags=True)
+    for flags in (("made_up",), ("hallucination", "hallucination")):
+        with pytest.raises(ValueError, match="labeler flags"):
+            RewardModel(get_config("tiny"), flags=flags)
+
+
+def test_training_on_the_labelers_flags_teaches_the_flag_head(tok):
+    train, val = flagged(marker_comparisons(200, seed=11)), flagged(marker_comparisons(40, seed=12))
+    rm = RewardModel.from_gpt(tiny_rm(seed=1).trunk, flags=("hallucination",))
+    cfg = RewardConfig(epochs=1, lr=1e-3, batch_prompts=2, seed=0, flag_coef=1.0)
+    _, history = train_reward_model(rm, (train, val), cfg, tokenizer=tok, progress=False)
+    assert len(history["flag_loss"]) == len(history["loss"]) == 100
+    assert sum(history["flag_loss"][-20:]) / 20 < 0.5 * sum(history["flag_loss"][:20]) / 20
+    rows = [encode_response(tok, c.prompt, r, e) for c in val for r, e in zip(c.responses, c.ended)]
+    ids, mask = pad_right(rows, tok.pad_token_id, 64)
+    with torch.no_grad():
+        _, logits = rm(ids, attention_mask=mask, with_flags=True)
+    marks = torch.tensor([m for c in val for m in c.flags["hallucination"]])
+    assert ((logits[:, 0] > 0).long() == marks).float().mean() > 0.9
+    assert pairwise_accuracy(rm, val, tok)["accuracy"] > 0.8   # and it still ranks
+
+
+def test_flag_coef_needs_a_flag_head_and_flagged_comparisons(tok):
+    cfg = RewardConfig(flag_coef=1.0)
+    with pytest.raises(ValueError, match="has no flags"):
+        train_reward_model(tiny_rm(), (flagged(marker_comparisons(2, seed=1)), None), cfg, tokenizer=tok,
+                           progress=False)
+    with pytest.raises(ValueError, match=r"comparison 0 has no labeler flag\(s\) \['hallucination'\]"):
+        train_reward_model(RewardModel(get_config("tiny"), flags=("hallucination",)),
+                           (marker_comparisons(2, seed=1), None), cfg, tokenizer=tok, progress=False)
+    with pytest.raises(ValueError, match="flag_coef"):
+        RewardConfig(flag_coef=-1.0)
+
+
+def test_a_flag_head_survives_a_checkpoint_and_an_ensemble(tok, tmp_path):
+    from minirlhf.checkpoint import load_checkpoint, save_checkpoint
+    torch.manual_seed(4)
+    rm = RewardModel(get_config("tiny"), flags=("hallucination",)).eval()
+    save_checkpoint(tmp_path / "rm", rm, tok, stage="rm")
+    loaded, _, _ = load_checkpoint(tmp_path / "rm")
+    assert loaded.flags == ("hallucination",) and torch.equal(loaded.flag_head.weight, rm.flag_head.weight)
+    ensemble = RewardEnsemble.from_members([rm, loaded])
+    assert ensemble.flags == ("hallucination",) and ensemble.checkpoint_extra()["flags"] == ["hallucination"]
+    save_checkpoint(tmp_path / "ens", ensemble, tok, stage="rm")
+    assert load_checkpoint(tmp_path / "ens")[0].flags == ("hallucination",)
 
 
 def test_pairwise_accuracy_uses_the_ranking_and_the_gold_order(tok):
@@ -378,7 +444,7 @@ def test_from_members_copies_and_refuses_mixed_architectures():
         RewardEnsemble.from_members([members[0], other])
     summed = RewardModel(get_config("tiny"), readout="sum")
     summed.load_state_dict(members[1].state_dict())
-    with pytest.raises(ValueError, match="GPTConfig, head_std or readout"):   # same weights, read another way
+    with pytest.raises(ValueError, match="GPTConfig, head_std, readout or flags"):   # same weights, read another way
         RewardEnsemble.from_members([members[0], summed])
     assert RewardEnsemble.from_members([summed]).readout == "sum"           # kept, not reset to "last"
     with pytest.raises(ValueError, match="at least one"):

@@ -321,6 +321,25 @@ def test_noisy_ranker_pairwise_marginals_match_ceiling():
     assert NoisyRanker(seed=5).rank(scores) == NoisyRanker(seed=5).rank(scores)
 
 
+def test_noisy_flags_are_wrong_at_the_flag_noise_rate_and_leave_the_rankings_alone(world):
+    prompt = next(p for p in world.prompts("test") if p.task == "about")
+    ideal = world.ideal_response(prompt)
+    scores = [gold_score(world, prompt, ideal), gold_score(world, prompt, "bobi likes red .")]   # unknown name
+    assert [s.honest for s in scores] == [1.0, 0.0]
+    assert NoisyRanker(flag_noise=0.0).flags(scores) == {"hallucination": [0, 1]}
+    ranker = NoisyRanker(seed=4, flag_noise=0.2)
+    marks = [ranker.flags(scores)["hallucination"] for _ in range(4000)]
+    flipped = sum(m[0] for m in marks) / 4000, sum(1 - m[1] for m in marks) / 4000
+    assert all(abs(rate - 0.2) < 0.025 for rate in flipped)
+    plain, flagging = NoisyRanker(seed=7), NoisyRanker(seed=7)
+    for _ in range(20):   # flags draw from their own stream: the rankings are those of a labeler without flags
+        flagging.flags(scores)
+        assert flagging.rank([0.9, 0.8, 0.5]) == plain.rank([0.9, 0.8, 0.5])
+    for noise in (-0.1, 0.5, 1.0):
+        with pytest.raises(ValueError, match="flag_noise"):
+            NoisyRanker(flag_noise=noise)
+
+
 def test_default_temperature_gives_ceiling_near_08(world):
     rng = random.Random(0)
     groups = [[gold_score(world, p, *world.flawed_answer(p, rng)).total for _ in range(6)]   # K = 6

@@ -23,7 +23,9 @@ the model?", which a learned reward model r_θ(x, y) can only estimate. Every cr
 
 Human comparisons are noisy. `NoisyRanker` ranks K responses the way a Bradley–Terry rater would
 (Plackett–Luce: sort by s/T + Gumbel noise), so every pair is ordered i over j with probability
-σ((s_i − s_j)/T). `agreement_ceiling` is the pairwise accuracy the *best possible* model reaches against
+σ((s_i − s_j)/T). InstructGPT's labelers also flagged each output with metadata (their Table 3: "Hallucination",
+"Inappropriate for customer assistant", ...); `NoisyRanker.flags` does the same for the failures in FLAGS, each
+flag wrong with probability `flag_noise`. `agreement_ceiling` is the pairwise accuracy the *best possible* model reaches against
 such labels (InstructGPT reports ~73% inter-labeler agreement; DEFAULT_TEMPERATURE puts ours near 0.8 for
 K = 6 forum-style answers per prompt).
 """
@@ -52,6 +54,8 @@ WRONG_COUNT = 0.3          # describe: helpful credit factor for the wrong numbe
 BARE = 0.5                 # yes/no: helpful credit for the right word alone, without the fact
 NEGATIONS = ("not", "n't", "never")
 DEFAULT_TEMPERATURE = 0.085  # ceiling ≈ 0.80 on forum-style comparison data (K=6), see tests/test_world.py
+FLAGS = {"hallucination": lambda score: score.honest < 1}   # labeler metadata: name -> is it true of a GoldScore
+DEFAULT_FLAG_NOISE = 0.1     # a labeler's flag is wrong one time in ten
 
 
 @dataclass
@@ -224,14 +228,27 @@ def _sigmoid(x: float) -> float:
 
 
 class NoisyRanker:
-    """A Bradley–Terry labeler: ranks by s/T + Gumbel noise (Plackett–Luce), so P(i over j) = σ((s_i−s_j)/T)."""
+    """A Bradley–Terry labeler: ranks by s/T + Gumbel noise (Plackett–Luce), so P(i over j) = σ((s_i−s_j)/T);
+    and flags each response's failures (FLAGS), each flag flipped with probability flag_noise."""
 
-    def __init__(self, temperature: float = DEFAULT_TEMPERATURE, seed: int = 0):
+    def __init__(self, temperature: float = DEFAULT_TEMPERATURE, seed: int = 0, flag_noise: float = DEFAULT_FLAG_NOISE):
         if not temperature > 0:
             raise ValueError(f"temperature={temperature} must be > 0 (small = reliable labeler, large = random)")
+        if not 0 <= flag_noise < 0.5:
+            raise ValueError(f"flag_noise={flag_noise} must be in [0, 0.5): the chance that a flag is wrong")
         self.temperature = float(temperature)
         self.seed = seed
+        self.flag_noise = float(flag_noise)
         self.rng = np.random.default_rng(seed)
+        self.flag_rng = np.random.default_rng([seed, 1])   # its own stream: flags never change the rankings
+
+    def flags(self, scores: list[GoldScore]) -> dict[str, list[int]]:
+        """{flag name: [0 or 1 per response]} for the K responses' gold scores, as a noisy labeler marks them."""
+        marked = {}
+        for name, is_true in FLAGS.items():
+            wrong = self.flag_rng.random(len(scores)) < self.flag_noise   # (K,) which marks the labeler gets wrong
+            marked[name] = [int(is_true(s) != w) for s, w in zip(scores, wrong)]
+        return marked
 
     def rank(self, scores) -> list[int]:
         """Indices of `scores`, best first, as a noisy labeler would order the K responses."""
@@ -257,5 +274,5 @@ def agreement_ceiling(scores, temperature: float = DEFAULT_TEMPERATURE) -> float
     return float(np.mean(accs))
 
 
-__all__ = ["GoldScore", "gold_score", "NoisyRanker", "agreement_ceiling", "WEIGHTS", "DEFAULT_TEMPERATURE",
+__all__ = ["GoldScore", "gold_score", "NoisyRanker", "agreement_ceiling", "WEIGHTS", "DEFAULT_TEMPERATURE", "FLAGS",
            "tokenize_text", "extract_claims", "known_facts"]
