@@ -155,8 +155,11 @@ def test_two_gloo_processes_give_one_processs_loss_curves(two_processes):
     w0, w1 = (load_file(two_processes / f"weights-{r}.safetensors") for r in (0, 1))
     for name, value in one_weights.items():
         assert torch.equal(w0[name], w1[name]), name                         # the processes never drift apart
-        if name != "rm.head.bias":   # its gradient is 0 (a bias cancels in r_w − r_l): Adam scales rounding noise
-            assert torch.allclose(w0[name], value, atol=1e-4), name        # up to ±lr steps, in either run
+        # A bias added to every reward alike gets a gradient of exactly 0 (it cancels in r_w − r_l): the head's bias
+        # and the final LayerNorm's (r_θ = w·(LN(x) + β) + b reads β only through the constant w·β). Adam scales
+        # their rounding noise up to ±lr steps, in either run, so their values differ from machine to machine.
+        if name not in ("rm.head.bias", "rm.trunk.transformer.ln_f.bias"):
+            assert torch.allclose(w0[name], value, atol=1e-4), name
 
 
 def test_only_rank_0_writes_and_the_others_then_read_it(two_processes):
