@@ -90,10 +90,8 @@ class RewardModel(nn.Module):
 
     def token_values(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The head at every position, minus reward_bias: (B, T). PPO's value model V(x, y_<t) reads this."""
-        return self._head_values(idx, attention_mask) - self.reward_bias     # (B, T)
-
-    def _head_values(self, idx: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        return self.head(self.trunk.hidden_states(idx, attention_mask=attention_mask)).squeeze(-1)   # (B, T)
+        h = self.trunk.hidden_states(idx, attention_mask=attention_mask)   # (B, T, C) after the final LayerNorm
+        return self.head(h).squeeze(-1) - self.reward_bias                  # (B, T)
 
     def forward(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None, with_flags: bool = False):
         """r_θ(x, y) for each row, read as `readout` says (left or right padding alike). Returns (B,); with_flags:
@@ -194,7 +192,9 @@ def _score_rows(rm: RewardModel, tokenizer, rows: list[list[int]], with_flags: b
     """r_θ for already-tokenised rows, one forward pass (with grad if enabled). Returns (len(rows),), and with_flags
     the flag logits (len(rows), F) too."""
     ids, mask = pad_right(rows, tokenizer.pad_token_id, rm.config.block_size, _device(rm))
-    return rm(ids, attention_mask=mask, with_flags=True) if with_flags else rm(ids, attention_mask=mask)
+    if with_flags:   # only a RewardModel has flags; an ensemble is scored without the argument
+        return rm(ids, attention_mask=mask, with_flags=True)
+    return rm(ids, attention_mask=mask)
 
 
 @torch.no_grad()
@@ -320,13 +320,15 @@ def train_reward_model(rm: RewardModel, data: tuple[Sequence, Sequence | None], 
             batch = [train_comparisons[i] for i in order[start:start + cfg.batch_prompts]]
             mine = distributed.shard(batch)   # this process's prompts (all of them in one process)
             # a process left without a prompt scores one at weight 0: DDP needs every process's backward
-            with distributed.autocast(device):   # rewards, rankings: (N, K); flag_loss: a scalar
-                rewards, rankings, *flag_loss = comparison_batch(ddp_rm, tokenizer, mine or batch[:1],
-                                                                 flag_loss=cfg.flag_coef > 0)
+            with distributed.autocast(device):   # rewards, rankings: (N, K)
+                if cfg.flag_coef:   # and the flags' BCE, a scalar
+                    rewards, rankings, flag_loss = comparison_batch(ddp_rm, tokenizer, mine or batch[:1], flag_loss=True)
+                else:
+                    rewards, rankings = comparison_batch(ddp_rm, tokenizer, mine or batch[:1])
             loss, accuracy = pairwise_loss(rewards.float(), rankings)
-            if flag_loss:   # + flag_coef · BCE(flag logits, the labeler's flags)
-                loss = loss + cfg.flag_coef * flag_loss[0]
-                history["flag_loss"].append(distributed.all_reduce_mean(flag_loss[0].detach()).item())
+            if cfg.flag_coef:   # + flag_coef · BCE(flag logits, the labeler's flags)
+                loss = loss + cfg.flag_coef * flag_loss
+                history["flag_loss"].append(distributed.all_reduce_mean(flag_loss.detach()).item())
             loss = distributed.scale_for_mean(loss, len(mine), len(batch))   # the batch's mean gradient
             accuracy = distributed.all_reduce_mean(distributed.scale_for_mean(accuracy, _pairs(mine), _pairs(batch)))
             optimizer.zero_grad(set_to_none=True)
