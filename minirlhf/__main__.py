@@ -184,6 +184,8 @@ def _cmd_pipeline(args) -> None:
         cfg = replace(cfg, reward_members=args.reward_members)
     if args.reward_readout is not None:
         cfg = replace(cfg, reward_readout=args.reward_readout)
+    if args.reward_surprise is not None:
+        cfg = replace(cfg, reward_surprise=args.reward_surprise)
     if args.reward_flag_coef is not None:
         cfg = replace(cfg, reward=replace(cfg.reward, flag_coef=args.reward_flag_coef))
     if args.cut_copies is not None:
@@ -268,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reward-readout", choices=("last", "sum"), default=None,
                    help="where both reward models read r_θ: the last token (InstructGPT) or the sum over tokens "
                         "(reward.py; default: the preset's, last)")
+    p.add_argument("--reward-surprise", type=_number(0), default=None,
+                   help="λ ≥ 0: both reward models lose λ per nat of the SFT model's surprise at the answer's least "
+                        "expected token (reward.py; default: the preset's, 0)")
     p.add_argument("--reward-flag-coef", type=_number(0), default=None,
                    help="both reward models also learn the labelers' flags (hallucination), weighed by this ≥ 0 "
                         "(reward.py; default: the preset's, 0)")

@@ -33,12 +33,12 @@ class RewardEnsemble(nn.Module):
     """r(x, y) = 1/M Σ_m r_m(x, y) − reward_bias: M RewardModels of one architecture, read like one."""
 
     def __init__(self, config: GPTConfig, n_members: int = 2, head_std: float | None = None, readout: str = "last",
-                 flags: Sequence = ()):
+                 flags: Sequence = (), surprise: float = 0.0):
         super().__init__()
         _check_n_members(n_members)
         self.config = config
-        self.members = nn.ModuleList(RewardModel(config, head_std=head_std, readout=readout, flags=flags)
-                                     for _ in range(n_members))
+        self.members = nn.ModuleList(RewardModel(config, head_std=head_std, readout=readout, flags=flags,
+                                                 surprise=surprise) for _ in range(n_members))
         # subtracted from the mean reward; set by normalize_reward so the demonstrations' mean reward is 0
         self.register_buffer("reward_bias", torch.zeros(()))
 
@@ -49,10 +49,10 @@ class RewardEnsemble(nn.Module):
             raise ValueError("an ensemble needs at least one reward model")
         first = members[0]
         if any(_architecture(m) != _architecture(first) for m in members):
-            raise ValueError("the members differ in architecture (GPTConfig, head_std, readout or flags); an ensemble "
-                             "averages reward models of one architecture")
+            raise ValueError("the members differ in architecture (GPTConfig, head_std, readout, flags or surprise); an "
+                             "ensemble averages reward models of one architecture")
         ensemble = cls(first.config, n_members=len(members), head_std=first.head_std, readout=first.readout,
-                       flags=first.flags)
+                       flags=first.flags, surprise=first.surprise)
         for mine, theirs in zip(ensemble.members, members):
             mine.load_state_dict(theirs.state_dict())
         return ensemble.to(next(first.parameters()).device)
@@ -69,10 +69,14 @@ class RewardEnsemble(nn.Module):
     def flags(self) -> tuple:
         return self.members[0].flags
 
+    @property
+    def surprise(self) -> float:
+        return self.members[0].surprise
+
     def checkpoint_extra(self) -> dict:
         """Constructor arguments besides the GPTConfig, stored so checkpoint.load can rebuild this model."""
         return {"n_members": len(self.members), "head_std": self.head_std, "readout": self.readout,
-                "flags": list(self.flags)}
+                "flags": list(self.flags), "surprise": self.surprise}
 
     def token_values(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The members' mean value at every position, minus reward_bias: (B, T)."""
@@ -86,7 +90,7 @@ class RewardEnsemble(nn.Module):
 
 
 def _architecture(rm: RewardModel) -> tuple:
-    return rm.config, rm.head_std, rm.readout, rm.flags
+    return rm.config, rm.head_std, rm.readout, rm.flags, rm.surprise
 
 
 def single_reward_model(rm: RewardModel | RewardEnsemble) -> RewardModel:
@@ -97,16 +101,17 @@ def single_reward_model(rm: RewardModel | RewardEnsemble) -> RewardModel:
 
 def train_reward_ensemble(sft: GPT, data: tuple[Sequence, Sequence | None], cfg: RewardConfig, n_members: int, *,
                           tokenizer, progress: bool = True, readout: str = "last",
-                          flags: Sequence = ()) -> tuple[RewardEnsemble, list[dict]]:
+                          flags: Sequence = (), surprise: float = 0.0) -> tuple[RewardEnsemble, list[dict]]:
     """M reward models from the SFT model, one after the other, each `train_reward_model` with the same config,
     comparisons and shuffling order: they differ only in their head's random draw (torch's random state, which
     goes on from one member to the next). Member 0 is the RM that `RewardModel.from_gpt` + `train_reward_model`
     would have made. readout: where every member reads its reward (reward.READOUTS); flags: the labeler flags each
-    member predicts (trained when cfg.flag_coef > 0). Returns (ensemble, one history per member)."""
+    member predicts (trained when cfg.flag_coef > 0); surprise: λ, the weight of the SFT model's surprise in each member.
+    Returns (ensemble, one history per member)."""
     _check_n_members(n_members)
     members, histories = [], []
     for _ in range(n_members):
-        rm = RewardModel.from_gpt(sft, readout=readout, flags=flags)   # the heads drawn from torch's random state
+        rm = RewardModel.from_gpt(sft, readout=readout, flags=flags, surprise=surprise)   # the heads drawn from torch's random state
         rm, history = train_reward_model(rm, data, cfg, tokenizer=tokenizer, progress=progress)
         members.append(rm)
         histories.append(history)

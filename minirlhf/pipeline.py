@@ -71,7 +71,7 @@ from minirlhf.reward import (
 from minirlhf.runfolder import RunFolder, snapshot, written_since
 from minirlhf.sft import SFTConfig, train_sft
 from minirlhf.tokenizer import encode_chat_prompt, train_tokenizer
-from minirlhf.validate import check_integers
+from minirlhf.validate import check_integers, check_numbers
 from minirlhf.world import World, WorldConfig
 from minirlhf.world.corpus import Corpus, CorpusMix, lookup_probe_rows, phases_for
 from minirlhf.world.gold import FLAGS
@@ -106,6 +106,7 @@ class PipelineConfig:
     # as `reward` says, their rewards averaged; 1: one RM (three seeds with 3 did not beat one: docs/calibration.md).
     # RM-1 is always one RM
     reward_readout: str = "last"        # where both RMs read r_θ: "last" token (InstructGPT) or "sum" over tokens
+    reward_surprise: float = 0.0        # λ: both RMs lose λ per nat of the SFT model's surprise at the answer (reward.py)
     # (reward.READOUTS; "sum" sees wrong facts better and the end token worse: docs/calibration.md)
     round1_reward_epochs: int = 2       # RM-1, the weaker proxy: round 1's data only, 2 passes
     ppo: PPOConfig = field(default_factory=lambda: PPOConfig(iterations=60, lr=2e-5))  # its max_new_tokens caps
@@ -118,6 +119,7 @@ class PipelineConfig:
 
     def __post_init__(self):
         check_integers(self, reward_members=1)   # 1: one RM
+        check_numbers(self, reward_surprise="≥")
         if self.reward_readout not in READOUTS:
             raise ValueError(f"reward_readout={self.reward_readout!r}: give one of {', '.join(READOUTS)}")
         if self.ppo.ptx_coef != 0:
@@ -495,11 +497,13 @@ def train_rm(run: Run, name: str, rounds: tuple, epochs: int | None = None, memb
     val = load_comparisons(run.folder / "comparisons_val.jsonl")
     flags = tuple(FLAGS) if cfg.flag_coef else ()   # a flag head only where the labeler's flags are trained on
     if members == 1:
-        rm = RewardModel.from_gpt(run.model("sft"), readout=run.cfg.reward_readout, flags=flags)
+        rm = RewardModel.from_gpt(run.model("sft"), readout=run.cfg.reward_readout, flags=flags,
+                                  surprise=run.cfg.reward_surprise)
         rm, history = train_reward_model(rm, (train, val), cfg, tokenizer=tokenizer, progress=run.progress)
     else:
         rm, histories = train_reward_ensemble(run.model("sft"), (train, val), cfg, members, tokenizer=tokenizer,
-                                              progress=run.progress, readout=run.cfg.reward_readout, flags=flags)
+                                              progress=run.progress, readout=run.cfg.reward_readout, flags=flags,
+                                              surprise=run.cfg.reward_surprise)
         history = {**histories[0], "members": histories}   # plots read member 0's curves
     normalize_reward(rm, run.world.demonstrations(), tokenizer)   # the demonstrations' mean reward is 0
     accuracy = pairwise_accuracy(rm, val, tokenizer)

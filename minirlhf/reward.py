@@ -19,6 +19,13 @@ Beyond the paper: its labelers also flagged each output ("Hallucination", ...; w
 built with `flags` has a second linear head that predicts those flags from the same last-token features, and with
 `RewardConfig.flag_coef` > 0 it trains on them too (binary cross-entropy, added to the ranking loss). The reward
 itself is still the scalar head: the flags only teach the trunk to notice what they mark (docs/calibration.md).
+
+Beyond the paper too: a reward model built with `surprise=True` keeps a frozen copy of the SFT model (the reference,
+with its unembedding) and reads how surprised it is by the answer: s(x, y) = max_t −log π_SFT(y_t | x, y_<t), the
+answer's least expected token. The reward is r_θ(x, y) = w·h_last + b − λ·s(x, y) with λ fixed (a prior, not
+learned: the comparisons barely move it), and w, b and the trunk learn from the comparisons what s does not say.
+A wrong fact is the one token the SFT model did not expect ("bobo likes blue" where it knows red),
+which a small trunk's last-token read-out often misses (docs/calibration.md, "The SFT model's surprise").
 """
 
 from __future__ import annotations
@@ -35,8 +42,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from minirlhf import distributed
-from minirlhf.model import GPT, GPTConfig, last_token_index, make_optimizer, pad_right
-from minirlhf.tokenizer import encode_chat_prompt
+from minirlhf.model import GPT, GPTConfig, last_token_index, make_optimizer, pad_right, token_logprobs
+from minirlhf.tokenizer import ASSISTANT, SPECIAL_IDS, encode_chat_prompt
 from minirlhf.validate import check_integers, check_numbers
 from minirlhf.world.gold import FLAGS
 
@@ -45,6 +52,28 @@ from minirlhf.world.gold import FLAGS
 
 
 READOUTS = ("last", "sum")   # where the head's values become r_θ(x, y): see RewardModel.forward
+
+
+def answer_surprise(reference: GPT, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """s(x, y) = max_t −log π_ref(y_t | x, y_<t) over each row's answer tokens: (B,), no gradient.
+
+    The answer is every real token after the row's last `<|assistant|>` (its `<|endoftext|>` included); a row whose
+    answer is empty has surprise 0. Rows without `<|assistant|>` are refused: they are not (prompt, answer) pairs.
+    """
+    B, T = idx.shape
+    positions = torch.arange(T, device=idx.device).expand(B, T)
+    last_assistant = torch.where(idx == SPECIAL_IDS[ASSISTANT], positions, -1).max(dim=1).values   # (B,)
+    if (last_assistant < 0).any():
+        bad = int((last_assistant < 0).nonzero()[0, 0])
+        raise ValueError(f"row {bad} has no {ASSISTANT} token: a reward model with surprise scores chat-formatted "
+                         "(prompt, answer) rows (reward.encode_response)")
+    with torch.no_grad():
+        logits, _ = reference(idx, attention_mask=attention_mask)                # (B, T, V)
+        surprise = -token_logprobs(logits[:, :-1], idx[:, 1:])                     # (B, T−1): token t+1's −log p
+    answer = positions[:, 1:] > last_assistant[:, None]                            # (B, T−1) token t+1 is the answer's
+    if attention_mask is not None:
+        answer = answer & attention_mask[:, 1:].bool()
+    return (surprise * answer).max(dim=1).values                                   # (B,) surprise ≥ 0, so 0 if empty
 
 
 class RewardModel(nn.Module):
@@ -56,7 +85,8 @@ class RewardModel(nn.Module):
     of a prompt (the trunk is causal), so their part cancels in every pairwise comparison.
     """
 
-    def __init__(self, config: GPTConfig, head_std: float | None = None, readout: str = "last", flags: Sequence = ()):
+    def __init__(self, config: GPTConfig, head_std: float | None = None, readout: str = "last", flags: Sequence = (),
+                 surprise: float = 0.0):
         super().__init__()
         if readout not in READOUTS:
             raise ValueError(f"unknown reward readout {readout!r}; valid: {', '.join(READOUTS)}")
@@ -74,19 +104,35 @@ class RewardModel(nn.Module):
         nn.init.zeros_(self.head.bias)
         # the labeler's flags, one logit each, read where "last" reads r_θ (None without flags)
         self.flag_head = nn.Linear(config.n_embd, len(self.flags)) if self.flags else None
+        if not (isinstance(surprise, (int, float)) and not isinstance(surprise, bool) and 0 <= surprise < math.inf):
+            raise ValueError(f"surprise={surprise!r}: give λ, the weight of the SFT model's surprise, a number ≥ 0 (0: none)")
+        # λ > 0: a frozen copy of the SFT model, whose surprise s(x, y) costs λ per nat (None: λ = 0)
+        self.surprise = float(surprise)
+        self.reference = GPT(config).requires_grad_(False) if self.surprise else None
         # subtracted from every reward; set by normalize_reward so the demonstrations' mean reward is 0
         self.register_buffer("reward_bias", torch.zeros(()))
 
     @classmethod
-    def from_gpt(cls, gpt: GPT, head_std: float | None = None, readout: str = "last", flags: Sequence = ()) -> RewardModel:
-        """A reward model whose trunk is a copy of `gpt` (InstructGPT starts the RM from the SFT model)."""
-        rm = cls(gpt.config, head_std=head_std, readout=readout, flags=flags)
+    def from_gpt(cls, gpt: GPT, head_std: float | None = None, readout: str = "last", flags: Sequence = (),
+                 surprise: float = 0.0) -> RewardModel:
+        """A reward model whose trunk is a copy of `gpt` (InstructGPT starts the RM from the SFT model); with
+        surprise > 0, its frozen reference is another copy."""
+        rm = cls(gpt.config, head_std=head_std, readout=readout, flags=flags, surprise=surprise)
         rm.trunk.load_state_dict(gpt.state_dict())
+        if surprise:
+            rm.reference.load_state_dict(gpt.state_dict())
         return rm.to(next(gpt.parameters()).device)
 
     def checkpoint_extra(self) -> dict:
         """Constructor arguments besides the GPTConfig, stored so checkpoint.load can rebuild this model."""
-        return {"head_std": self.head_std, "readout": self.readout, "flags": list(self.flags)}
+        return {"head_std": self.head_std, "readout": self.readout, "flags": list(self.flags),
+                "surprise": self.surprise}
+
+    def train(self, mode: bool = True) -> RewardModel:
+        super().train(mode)
+        if self.reference is not None:
+            self.reference.eval()   # frozen: the SFT model as it was, never in training mode
+        return self
 
     def token_values(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The head at every position, minus reward_bias: (B, T). PPO's value model V(x, y_<t) reads this."""
@@ -107,6 +153,8 @@ class RewardModel(nn.Module):
             rewards = real.sum(dim=1) - self.reward_bias                    # (B,)
         else:
             rewards = values.gather(1, last.unsqueeze(1)).squeeze(1) - self.reward_bias   # (B,)
+        if self.reference is not None:                                      # − λ·s(x, y)
+            rewards = rewards - self.surprise * answer_surprise(self.reference, idx, attention_mask)
         if not with_flags:
             return rewards
         return rewards, self.flag_head(h[torch.arange(idx.shape[0], device=idx.device), last])   # (B,), (B, F)

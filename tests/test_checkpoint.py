@@ -310,7 +310,7 @@ def test_reward_model_round_trip(tmp_path, tok):
     save_checkpoint(tmp_path / "rm", rm, tok, stage="rm")
     config = json.loads((tmp_path / "rm" / "config.json").read_text())
     assert config["architecture"] == "RewardModel" and config["extra"] == {"head_std": 0.3, "readout": "last",
-                                                                                 "flags": []}
+                                                                                 "flags": [], "surprise": 0.0}
     loaded, _, meta = load_checkpoint(tmp_path / "rm", expect_config=rm.config)
     assert type(loaded) is reward.RewardModel and meta["stage"] == "rm" and loaded.head_std == 0.3
     idx = torch.randint(0, 300, (3, 7), generator=torch.Generator().manual_seed(2))

@@ -132,6 +132,20 @@ def test_the_reward_flag_coef_reaches_both_reward_models_config(tmp_path, capsys
     assert "--reward-flag-coef" in capsys.readouterr().err
 
 
+def test_the_reward_surprise_reaches_the_pipeline_config(tmp_path, capsys, monkeypatch):
+    import minirlhf.pipeline as pipeline
+
+    seen = []
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda folder, preset, **kw: seen.append(preset))
+    assert main(["pipeline", "--preset", "smoke", "--reward-surprise", "0.2", "--out", str(tmp_path)]) == 0
+    assert seen[0].reward_surprise == 0.2 and seen[0].reward == pipeline.smoke_config().reward
+    with pytest.raises(SystemExit):
+        main(["pipeline", "--reward-surprise", "-1", "--out", str(tmp_path / "run")])
+    assert "--reward-surprise" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="reward_surprise"):
+        pipeline.PipelineConfig(reward_surprise=-0.5)
+
+
 def test_cut_copies_reach_the_comparisons_config(tmp_path, capsys, monkeypatch):
     import minirlhf.pipeline as pipeline
 

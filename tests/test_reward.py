@@ -14,6 +14,7 @@ from minirlhf.model import GPT, get_config, pad_right
 from minirlhf.reward import (
     RewardConfig,
     RewardModel,
+    answer_surprise,
     encode_response,
     normalize_reward,
     pairwise_accuracy,
@@ -21,7 +22,7 @@ from minirlhf.reward import (
     score_responses,
     train_reward_model,
 )
-from minirlhf.tokenizer import train_tokenizer
+from minirlhf.tokenizer import encode_chat_prompt, train_tokenizer
 
 WORDS = ["bobo", "kiki", "likes", "red", "blue", "green", "lives", "in", "the", "forest", "cave", "eats", "fish"]
 MARKER = "please"
@@ -313,6 +314,74 @@ def test_a_flag_head_survives_a_checkpoint_and_an_ensemble(tok, tmp_path):
     assert ensemble.flags == ("hallucination",) and ensemble.checkpoint_extra()["flags"] == ["hallucination"]
     save_checkpoint(tmp_path / "ens", ensemble, tok, stage="rm")
     assert load_checkpoint(tmp_path / "ens")[0].flags == ("hallucination",)
+
+
+# ---- the SFT model's surprise -----------------------------------------------------------------------------
+
+
+QUESTION = "what colour does bobo like?"
+
+
+def surprise_by_hand(reference, tok, prompt, response, ended):
+    """max over the answer's tokens of −log p(token | everything before it), one unpadded row, a Python loop."""
+    ids = encode_response(tok, prompt, response, ended)
+    start = len(encode_chat_prompt(tok, prompt))                          # the answer's first token
+    with torch.no_grad():
+        logp = torch.log_softmax(reference(torch.tensor([ids]))[0][0], dim=-1)   # (T, V)
+    return max([-logp[t - 1, ids[t]].item() for t in range(start, len(ids))], default=0.0)
+
+
+def test_answer_surprise_is_the_answers_least_expected_token_under_padding(tok):
+    torch.manual_seed(0)
+    reference = GPT(get_config("tiny", vocab_size=len(tok))).eval()
+    rows = [(QUESTION, "bobo likes red.", True), (QUESTION, "blue", False), (QUESTION, "", False),
+            ("kiki?", "bobo lives in the cave. bobo eats fish.", True)]
+    ids, mask = pad_right([encode_response(tok, *r) for r in rows], tok.pad_token_id, 128)
+    got = answer_surprise(reference, ids, mask)
+    torch.testing.assert_close(got, torch.tensor([surprise_by_hand(reference, tok, *r) for r in rows]))
+    assert got[2] == 0 and (got[[0, 1, 3]] > 0).all()                     # an empty answer surprises no one
+    with pytest.raises(ValueError, match=r"row 1 has no <\|assistant\|> token"):
+        answer_surprise(reference, torch.tensor([encode_response(tok, QUESTION, "red", True)[-5:],
+                                                 tok.encode("bobo likes red. bobo likes red.")[:5]]))
+
+
+def test_the_reward_loses_lambda_per_nat_of_surprise_and_the_reference_stays_frozen(tok):
+    torch.manual_seed(1)
+    sft = GPT(get_config("tiny", vocab_size=len(tok)))
+    torch.manual_seed(2)
+    plain = RewardModel.from_gpt(sft).eval()
+    torch.manual_seed(2)
+    rm = RewardModel.from_gpt(sft, surprise=0.5).eval()                   # the same head draw
+    rows = ([QUESTION] * 3, ["bobo likes red.", "bobo likes blue.", "red"], [True, True, False])
+    ids, mask = pad_right([encode_response(tok, *r) for r in zip(*rows)], tok.pad_token_id, 128)
+    s = answer_surprise(sft.eval(), ids, mask)
+    torch.testing.assert_close(score_responses(rm, tok, *rows), score_responses(plain, tok, *rows) - 0.5 * s)
+    reference = {k: v.clone() for k, v in rm.reference.state_dict().items()}
+    trunk = rm.trunk.transformer.h[0].attn.c_attn.weight.clone()
+    train_reward_model(rm, (marker_comparisons(16, seed=0), None), RewardConfig(epochs=1, lr=1e-3, batch_prompts=4),
+                       tokenizer=tok, progress=False)
+    assert all(torch.equal(v, rm.reference.state_dict()[k]) for k, v in reference.items())   # the SFT model as it was
+    assert not torch.equal(trunk, rm.trunk.transformer.h[0].attn.c_attn.weight)              # while the trunk learned
+    assert not rm.train().reference.training                              # and never in training mode
+
+
+def test_surprise_is_checked_and_kept_by_checkpoints_and_ensembles(tok, tmp_path):
+    from minirlhf.checkpoint import load_checkpoint, save_checkpoint
+    for bad in (-0.1, float("nan"), float("inf"), True, "0.1"):
+        with pytest.raises(ValueError, match="surprise="):
+            RewardModel(get_config("tiny"), surprise=bad)
+    assert RewardModel(get_config("tiny")).reference is None               # λ = 0: no second model
+    torch.manual_seed(3)
+    rm = RewardModel(get_config("tiny", vocab_size=len(tok)), surprise=0.25).eval()
+    save_checkpoint(tmp_path / "rm", rm, tok, stage="rm")
+    loaded, _, _ = load_checkpoint(tmp_path / "rm")
+    assert loaded.surprise == 0.25 and torch.equal(loaded.reference.lm_head.weight, rm.reference.lm_head.weight)
+    args = ([QUESTION] * 2, ["bobo likes red.", "red"], [True, False])
+    torch.testing.assert_close(score_responses(loaded, tok, *args), score_responses(rm, tok, *args))
+    ensemble = RewardEnsemble.from_members([rm, loaded])
+    assert ensemble.surprise == 0.25 and ensemble.checkpoint_extra()["surprise"] == 0.25
+    with pytest.raises(ValueError, match="differ in architecture"):
+        RewardEnsemble.from_members([rm, RewardModel(rm.config)])
 
 
 def test_pairwise_accuracy_uses_the_ranking_and_the_gold_order(tok):
