@@ -44,7 +44,7 @@ class RewardEnsemble(nn.Module):
 
     @classmethod
     def from_members(cls, members: Sequence[RewardModel]) -> RewardEnsemble:
-        """An ensemble holding copies of trained reward models (one config, head_std, readout and set of flags)."""
+        """An ensemble holding copies of trained reward models (one config, head_std, readout, set of flags and λ)."""
         if len(members) == 0:
             raise ValueError("an ensemble needs at least one reward model")
         first = members[0]

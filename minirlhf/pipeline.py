@@ -106,8 +106,10 @@ class PipelineConfig:
     # as `reward` says, their rewards averaged; 1: one RM (three seeds with 3 did not beat one: docs/calibration.md).
     # RM-1 is always one RM
     reward_readout: str = "last"        # where both RMs read r_θ: "last" token (InstructGPT) or "sum" over tokens
-    reward_surprise: float = 0.0        # λ: both RMs lose λ per nat of the SFT model's surprise at the answer (reward.py)
     # (reward.READOUTS; "sum" sees wrong facts better and the end token worse: docs/calibration.md)
+    reward_surprise: float = 0.0        # λ: both RMs lose λ per nat of the SFT model's surprise at the answer
+    # (reward.py; 0: InstructGPT's RM). 0.1 closes the wrong-fact blind spot on three seeds but costs RM accuracy and
+    # the proxy RM's over-optimisation (docs/calibration.md)
     round1_reward_epochs: int = 2       # RM-1, the weaker proxy: round 1's data only, 2 passes
     ppo: PPOConfig = field(default_factory=lambda: PPOConfig(iterations=60, lr=2e-5))  # its max_new_tokens caps
     # every sampled answer (comparisons, evaluation); its ptx_coef is 0: PPO-ptx is the same run with ptx_coef below

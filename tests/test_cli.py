@@ -139,6 +139,7 @@ def test_the_reward_surprise_reaches_the_pipeline_config(tmp_path, capsys, monke
     monkeypatch.setattr(pipeline, "run_pipeline", lambda folder, preset, **kw: seen.append(preset))
     assert main(["pipeline", "--preset", "smoke", "--reward-surprise", "0.2", "--out", str(tmp_path)]) == 0
     assert seen[0].reward_surprise == 0.2 and seen[0].reward == pipeline.smoke_config().reward
+    assert pipeline.pipeline_config("course").reward_surprise == 0.0        # InstructGPT's RM: no prior
     with pytest.raises(SystemExit):
         main(["pipeline", "--reward-surprise", "-1", "--out", str(tmp_path / "run")])
     assert "--reward-surprise" in capsys.readouterr().err

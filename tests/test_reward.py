@@ -130,7 +130,8 @@ def test_from_gpt_copies_the_trunk():
     d = gpt.config.n_embd
     assert rm.head_std == pytest.approx(1 / math.sqrt(d + 1))
     assert rm.head.weight.std().item() == pytest.approx(1 / math.sqrt(d + 1), rel=0.5)  # not a zero head
-    assert RewardModel.from_gpt(gpt, head_std=0.3).checkpoint_extra() == {"head_std": 0.3, "readout": "last", "flags": []}
+    assert RewardModel.from_gpt(gpt, head_std=0.3).checkpoint_extra() == {"head_std": 0.3, "readout": "last", "flags": [],
+                                                                           "surprise": 0.0}
     assert "reward_bias" in rm.state_dict()
 
 
@@ -513,7 +514,7 @@ def test_from_members_copies_and_refuses_mixed_architectures():
         RewardEnsemble.from_members([members[0], other])
     summed = RewardModel(get_config("tiny"), readout="sum")
     summed.load_state_dict(members[1].state_dict())
-    with pytest.raises(ValueError, match="GPTConfig, head_std, readout or flags"):   # same weights, read another way
+    with pytest.raises(ValueError, match="GPTConfig, head_std, readout, flags or surprise"):   # same weights, read another way
         RewardEnsemble.from_members([members[0], summed])
     assert RewardEnsemble.from_members([summed]).readout == "sum"           # kept, not reset to "last"
     with pytest.raises(ValueError, match="at least one"):
@@ -560,3 +561,25 @@ def test_member_zero_is_the_single_reward_model_and_the_ensemble_learns(tok):
     assert abs(scores.mean().item()) < 1e-5                  # centred like one RM
     with pytest.raises(ValueError, match="n_members"):
         train_reward_ensemble(sft, (train, val), cfg, 0, tokenizer=tok, progress=False)
+
+
+def test_the_shipped_sft_models_surprise_sees_the_wrong_facts_the_shipped_reward_model_misses():
+    """The shipped SFT model's surprise alone orders nearly every wrong-fact probe; the shipped RM (InstructGPT's, no
+    prior) misses more; the same RM with the prior at λ = 0.1 added (no retraining) sees ≥ 0.95 (docs/calibration.md)."""
+    from minirlhf.course.shipped import load_stage
+    from minirlhf.probes import probe_accuracy, probe_pairs
+    from minirlhf.world import default_world
+
+    sft, tok, _ = load_stage("sft")
+    rm, _, _ = load_stage("rm", tokenizer=tok)
+    assert rm.surprise == 0                                               # the course's RM has no prior
+    with_prior = RewardModel(rm.config, head_std=rm.head_std, surprise=0.1).eval()
+    with_prior.load_state_dict({**rm.state_dict(), **{f"reference.{k}": w for k, w in sft.state_dict().items()}})
+    world = default_world()
+    pairs = {"wrong_fact": probe_pairs(world, world.prompts("test"))["wrong_fact"]}
+    good = [encode_response(tok, p.prompt, p.good, True) for p in pairs["wrong_fact"]]
+    bad = [encode_response(tok, p.prompt, p.bad, True) for p in pairs["wrong_fact"]]
+    s_good, s_bad = (answer_surprise(sft, *pad_right(rows, tok.pad_token_id, 128)) for rows in (good, bad))
+    assert (s_bad > s_good).float().mean() >= 0.95                       # the SFT model knows the facts
+    plain = probe_accuracy(rm, tok, pairs)["wrong_fact"]
+    assert probe_accuracy(with_prior, tok, pairs)["wrong_fact"] >= max(0.95, plain + 0.05)
