@@ -20,7 +20,7 @@ built with `flags` has a second linear head that predicts those flags from the s
 `RewardConfig.flag_coef` > 0 it trains on them too (binary cross-entropy, added to the ranking loss). The reward
 itself is still the scalar head: the flags only teach the trunk to notice what they mark (docs/calibration.md).
 
-Beyond the paper too: a reward model built with `surprise=True` keeps a frozen copy of the SFT model (the reference,
+Beyond the paper too: a reward model built with `surprise=λ` > 0 keeps a frozen copy of the SFT model (the reference,
 with its unembedding) and reads how surprised it is by the answer: s(x, y) = max_t −log π_SFT(y_t | x, y_<t), the
 answer's least expected token. The reward is r_θ(x, y) = w·h_last + b − λ·s(x, y) with λ fixed (a prior, not
 learned: the comparisons barely move it), and w, b and the trunk learn from the comparisons what s does not say.
