@@ -39,6 +39,9 @@ class RewardEnsemble(nn.Module):
         self.config = config
         self.members = nn.ModuleList(RewardModel(config, head_std=head_std, readout=readout, flags=flags,
                                                  surprise=surprise) for _ in range(n_members))
+        first = self.members[0]   # every member is built alike: the ensemble reads like one of them
+        self.head_std, self.readout = first.head_std, first.readout
+        self.flags, self.surprise = first.flags, first.surprise
         # subtracted from the mean reward; set by normalize_reward so the demonstrations' mean reward is 0
         self.register_buffer("reward_bias", torch.zeros(()))
 
@@ -56,22 +59,6 @@ class RewardEnsemble(nn.Module):
         for mine, theirs in zip(ensemble.members, members):
             mine.load_state_dict(theirs.state_dict())
         return ensemble.to(next(first.parameters()).device)
-
-    @property
-    def head_std(self) -> float:
-        return self.members[0].head_std
-
-    @property
-    def readout(self) -> str:
-        return self.members[0].readout
-
-    @property
-    def flags(self) -> tuple:
-        return self.members[0].flags
-
-    @property
-    def surprise(self) -> float:
-        return self.members[0].surprise
 
     def checkpoint_extra(self) -> dict:
         """Constructor arguments besides the GPTConfig, stored so checkpoint.load can rebuild this model."""
@@ -106,12 +93,13 @@ def train_reward_ensemble(sft: GPT, data: tuple[Sequence, Sequence | None], cfg:
     comparisons and shuffling order: they differ only in their head's random draw (torch's random state, which
     goes on from one member to the next). Member 0 is the RM that `RewardModel.from_gpt` + `train_reward_model`
     would have made. readout: where every member reads its reward (reward.READOUTS); flags: the labeler flags each
-    member predicts (trained when cfg.flag_coef > 0); surprise: λ, the weight of the SFT model's surprise in each member.
-    Returns (ensemble, one history per member)."""
+    member predicts (trained when cfg.flag_coef > 0); surprise: λ, the weight of the SFT model's surprise in each
+    member. Returns (ensemble, one history per member)."""
     _check_n_members(n_members)
     members, histories = [], []
     for _ in range(n_members):
-        rm = RewardModel.from_gpt(sft, readout=readout, flags=flags, surprise=surprise)   # the heads drawn from torch's random state
+        # the heads drawn from torch's random state
+        rm = RewardModel.from_gpt(sft, readout=readout, flags=flags, surprise=surprise)
         rm, history = train_reward_model(rm, data, cfg, tokenizer=tokenizer, progress=progress)
         members.append(rm)
         histories.append(history)

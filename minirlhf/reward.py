@@ -104,9 +104,9 @@ class RewardModel(nn.Module):
         nn.init.zeros_(self.head.bias)
         # the labeler's flags, one logit each, read where "last" reads r_θ (None without flags)
         self.flag_head = nn.Linear(config.n_embd, len(self.flags)) if self.flags else None
-        if not (isinstance(surprise, (int, float)) and not isinstance(surprise, bool) and 0 <= surprise < math.inf):
-            raise ValueError(f"surprise={surprise!r}: give λ, the weight of the SFT model's surprise, a number ≥ 0 (0: none)")
         # λ > 0: a frozen copy of the SFT model, whose surprise s(x, y) costs λ per nat (None: λ = 0)
+        self.surprise = surprise
+        check_numbers(self, surprise="≥")
         self.surprise = float(surprise)
         self.reference = GPT(config).requires_grad_(False) if self.surprise else None
         # subtracted from every reward; set by normalize_reward so the demonstrations' mean reward is 0

@@ -27,6 +27,7 @@ def check_numbers(cfg, **signs: str) -> None:
         value = getattr(cfg, name)
         if value is None:
             continue
-        ok = math.isfinite(value) and {">": value > 0, "≥": value >= 0, "finite": True}[sign]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)   # not "0.1", not True
+        ok = number and math.isfinite(value) and {">": value > 0, "≥": value >= 0, "finite": True}[sign]
         if not ok:
             _fail(cfg, name, value, "a finite number" + ("" if sign == "finite" else f" {sign} 0"))
