@@ -397,6 +397,7 @@ def test_bad_numbers_on_the_command_line_are_refused_with_their_range(argv, flag
     ("pretrain.PretrainConfig", "steps", 0), ("pretrain.PretrainConfig", "max_seconds", -1.0),
     ("pretrain.PretrainConfig", "lr", math.inf), ("sft.SFTConfig", "lr", math.nan), ("sft.SFTConfig", "batch_size", 0),
     ("reward.RewardConfig", "lr", math.nan), ("reward.RewardConfig", "epochs", 0),
+    ("reward.RewardConfig", "lr", "3e-4"), ("pretrain.PretrainConfig", "lr", True),   # not numbers at all
 ])
 def test_bad_numbers_in_a_config_are_refused_with_their_range(config, field, value):
     module, name = config.split(".")
